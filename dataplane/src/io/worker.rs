@@ -1,0 +1,395 @@
+//! One UDP worker: a thread with its own poll loop, its own `SO_REUSEPORT` listener sockets,
+//! its own allocations and their relay sockets. Nothing on the relay path takes a lock or
+//! allocates: datagrams land in preallocated batch buffers and go out from them.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mio::{Events, Interest, Poll, Token, Waker};
+use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
+
+use crate::config::Protocol;
+use crate::metrics::{Metrics, Status};
+use crate::proto::{
+    ClientAction, ClientKey, NonceKey, Now, PEER_HEADROOM, PEER_TAILROOM, Server, ServerConfig,
+    ToClient, Transport, UserQuota,
+};
+
+use super::batch::{self, BUF_LEN, RecvBatch, SendBatch};
+use super::relay::{RELAY_BASE, RelayAddrs, RelayOpener, Reservations};
+
+const WAKER: Token = Token(0);
+const LISTENER_BASE: usize = 1;
+const TICK: Duration = Duration::from_secs(1);
+/// Socket buffer asked for on listeners; bursts of many clients need more than the default.
+const LISTENER_BUFFER: usize = 4 << 20;
+
+/// A listener as the workers need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerRuntime {
+    pub name: String,
+    pub protocol: Protocol,
+    pub bind: SocketAddr,
+    pub relay: RelayAddrs,
+}
+
+/// Everything a worker needs of one config.
+#[derive(Debug)]
+pub struct ActiveConfig {
+    pub server: Arc<ServerConfig>,
+    pub listeners: Vec<ListenerRuntime>,
+}
+
+pub enum Command {
+    Apply(Arc<ActiveConfig>),
+    Drain,
+    Stop,
+}
+
+/// Shared by all workers of a dataplane.
+#[derive(Clone)]
+pub struct WorkerShared {
+    pub nonce: NonceKey,
+    pub quota: Arc<UserQuota>,
+    pub reservations: Arc<Reservations>,
+    pub metrics: Arc<Metrics>,
+    pub status: Arc<Status>,
+}
+
+pub struct WorkerHandle {
+    commands: mpsc::Sender<Command>,
+    waker: Arc<Waker>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl WorkerHandle {
+    pub fn send(&self, c: Command) {
+        if self.commands.send(c).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
+
+    pub fn join(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts worker `index` on `config`.
+pub fn spawn(
+    index: usize,
+    config: Arc<ActiveConfig>,
+    shared: WorkerShared,
+) -> io::Result<WorkerHandle> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let (tx, rx) = mpsc::channel();
+    let relays = RelayOpener::new(poll.registry().try_clone()?, shared.reservations.clone());
+    let server = Server::new(
+        config.server.clone(),
+        shared.nonce.clone(),
+        shared.quota.clone(),
+    );
+    let mut worker = Worker {
+        index,
+        poll,
+        commands: rx,
+        server,
+        relays,
+        listeners: Vec::new(),
+        config: config.clone(),
+        rx: RecvBatch::new(),
+        tx: SendBatch::new(),
+        shared,
+        stopping: false,
+    };
+    worker.bind_listeners(&config, Vec::new());
+    let thread = std::thread::Builder::new()
+        .name(format!("turnpike-worker-{index}"))
+        .spawn(move || worker.run())?;
+    Ok(WorkerHandle {
+        commands: tx,
+        waker,
+        thread: Some(thread),
+    })
+}
+
+struct Worker {
+    index: usize,
+    poll: Poll,
+    commands: mpsc::Receiver<Command>,
+    server: Server<RelayOpener>,
+    relays: RelayOpener,
+    /// Indexed like the config's listeners; `None` when not served by this worker.
+    listeners: Vec<Option<(SocketAddr, mio::net::UdpSocket)>>,
+    config: Arc<ActiveConfig>,
+    rx: RecvBatch,
+    tx: SendBatch,
+    shared: WorkerShared,
+    stopping: bool,
+}
+
+fn now() -> Now {
+    Now {
+        instant: Instant::now(),
+        unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    }
+}
+
+fn bind_listener(addr: SocketAddr) -> io::Result<mio::net::UdpSocket> {
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(SockProtocol::UDP))?;
+    sock.set_reuse_port(true)?;
+    sock.set_reuse_address(true)?;
+    if addr.is_ipv6() && !addr.ip().is_unspecified() {
+        sock.set_only_v6(true)?;
+    }
+    let _ = sock.set_recv_buffer_size(LISTENER_BUFFER);
+    let _ = sock.set_send_buffer_size(LISTENER_BUFFER);
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    Ok(mio::net::UdpSocket::from_std(sock.into()))
+}
+
+impl Worker {
+    /// Binds (or keeps) a socket per UDP listener of `config`; `old` are the sockets of the
+    /// previous config, reused when the address is unchanged so clients never notice.
+    fn bind_listeners(
+        &mut self,
+        config: &ActiveConfig,
+        mut old: Vec<Option<(SocketAddr, mio::net::UdpSocket)>>,
+    ) {
+        let registry = self.poll.registry();
+        let mut sockets = Vec::with_capacity(config.listeners.len());
+        for (i, l) in config.listeners.iter().enumerate() {
+            if l.protocol != Protocol::TurnUdp {
+                if self.index == 0 {
+                    self.shared.status.set_listener_state(
+                        &l.name,
+                        format!("not served: {} arrives with TURN-TCP/TLS support", l.protocol),
+                    );
+                }
+                sockets.push(None);
+                continue;
+            }
+            let reused = old
+                .iter_mut()
+                .find(|s| s.as_ref().is_some_and(|(a, _)| *a == l.bind))
+                .and_then(Option::take);
+            let token = Token(LISTENER_BASE + i);
+            let entry = match reused {
+                Some((a, mut s)) => match registry.reregister(&mut s, token, Interest::READABLE) {
+                    Ok(()) => Some((a, s)),
+                    Err(_) => None,
+                },
+                None => match bind_listener(l.bind) {
+                    Ok(mut s) => match registry.register(&mut s, token, Interest::READABLE) {
+                        Ok(()) => Some((l.bind, s)),
+                        Err(e) => {
+                            self.shared
+                                .status
+                                .set_listener_state(&l.name, format!("error: {e}"));
+                            None
+                        }
+                    },
+                    Err(e) => {
+                        tracing::error!(listener = %l.name, addr = %l.bind, error = %e, "cannot bind listener");
+                        self.shared
+                            .status
+                            .set_listener_state(&l.name, format!("error: bind {}: {e}", l.bind));
+                        None
+                    }
+                },
+            };
+            sockets.push(entry);
+        }
+        for (_, mut s) in old.into_iter().flatten() {
+            let _ = registry.deregister(&mut s);
+        }
+        self.listeners = sockets;
+        self.relays.addrs = config.listeners.iter().map(|l| l.relay).collect();
+    }
+
+    fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut next_tick = Instant::now() + TICK;
+        while !self.stopping {
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                tracing::error!(worker = self.index, error = %e, "poll failed");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let now = now();
+            for ev in events.iter() {
+                match ev.token() {
+                    WAKER => self.handle_commands(),
+                    Token(t) if t >= RELAY_BASE => self.drain_relay(t - RELAY_BASE, now),
+                    Token(t) => self.drain_listener((t - LISTENER_BASE) as u16, now),
+                }
+            }
+            self.flush();
+            if now.instant >= next_tick {
+                self.server.tick(now, &mut self.relays);
+                self.publish();
+                next_tick = now.instant + TICK;
+            }
+        }
+        self.publish();
+    }
+
+    fn handle_commands(&mut self) {
+        while let Ok(c) = self.commands.try_recv() {
+            match c {
+                Command::Apply(cfg) => {
+                    self.publish();
+                    let old = std::mem::take(&mut self.listeners);
+                    self.bind_listeners(&cfg, old);
+                    self.server.apply_config(cfg.server.clone(), &mut self.relays);
+                    self.config = cfg;
+                }
+                Command::Drain => self.server.begin_drain(),
+                Command::Stop => self.stopping = true,
+            }
+        }
+    }
+
+    fn publish(&mut self) {
+        let stats = self.server.take_stats();
+        let m = &self.shared.metrics;
+        m.add(&stats, self.server.counter_labels());
+        if let Some(slot) = m.allocations.get(self.index) {
+            slot.store(self.server.allocation_count() as u64, Relaxed);
+        }
+    }
+
+    fn listener_fd(&self, i: u16) -> Option<RawFd> {
+        self.listeners
+            .get(i as usize)
+            .and_then(|s| s.as_ref())
+            .map(|(_, s)| s.as_raw_fd())
+    }
+
+    fn flush(&mut self) {
+        if self.tx.is_empty() {
+            return;
+        }
+        let listeners = &self.listeners;
+        let flushed = self.tx.flush(|i| {
+            listeners
+                .get(i as usize)
+                .and_then(|s| s.as_ref())
+                .map(|(_, s)| s.as_raw_fd())
+        });
+        if flushed.dropped > 0 {
+            self.shared
+                .metrics
+                .send_failures
+                .fetch_add(flushed.dropped as u64, Relaxed);
+        }
+    }
+
+    fn drain_listener(&mut self, listener: u16, now: Now) {
+        let Some(fd) = self.listener_fd(listener) else {
+            return;
+        };
+        loop {
+            let n = match self.rx.recv(fd) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // ICMP errors surface here on some kernels; the socket stays usable.
+                Err(_) => return,
+            };
+            for i in 0..n {
+                if self.tx.is_full() {
+                    self.flush();
+                }
+                let Worker {
+                    rx, tx, server, relays, shared, ..
+                } = self;
+                let Some((data, from, truncated)) = rx.get(i) else {
+                    continue;
+                };
+                if truncated {
+                    shared.metrics.oversized.fetch_add(1, Relaxed);
+                    continue;
+                }
+                let client = ClientKey {
+                    listener,
+                    transport: Transport::Udp,
+                    addr: from,
+                };
+                match server.handle_client(now, client, data, tx.slot(), relays) {
+                    ClientAction::None => {}
+                    ClientAction::Reply(len) => tx.push(listener, 0..len, from),
+                    ClientAction::ToPeer {
+                        alloc,
+                        peer,
+                        payload,
+                    } => {
+                        if let Some(sock) = server.relay(alloc)
+                            && sock.send_to(&data[payload], peer).is_err()
+                        {
+                            shared.metrics.send_failures.fetch_add(1, Relaxed);
+                        }
+                    }
+                }
+            }
+            if n < batch::BATCH {
+                // A short batch means the queue is empty; skip the extra EAGAIN round trip.
+                // Edge-triggered polling still fires for the next datagram.
+                return;
+            }
+        }
+    }
+
+    fn drain_relay(&mut self, alloc: usize, now: Now) {
+        let mut errors = 0;
+        loop {
+            if self.tx.is_full() {
+                self.flush();
+            }
+            let Worker {
+                tx, server, shared, ..
+            } = self;
+            let Some(sock) = server.relay(alloc) else {
+                return;
+            };
+            let slot = tx.slot();
+            let cap = BUF_LEN - PEER_TAILROOM;
+            let (len, peer) = match sock.recv_from(&mut slot[PEER_HEADROOM..cap]) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // ICMP port unreachable from an earlier send: nothing to relay, go on; a
+                // socket that keeps failing is left until its next readiness event.
+                Err(_) => {
+                    errors += 1;
+                    if errors > 8 {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            if PEER_HEADROOM + len >= cap {
+                shared.metrics.oversized.fetch_add(1, Relaxed);
+                continue;
+            }
+            if let Some(ToClient { client, range }) =
+                server.handle_peer(now, alloc, peer, &mut slot[..], len)
+            {
+                tx.push(client.listener, range, client.addr);
+            }
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! Shared counters and status. Workers add their per-second deltas here (one short lock
+//! per worker per second); the admin server renders them.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+use serde::Serialize;
+
+use crate::proto::{RelayCount, Stats};
+
+#[derive(Default)]
+pub struct Metrics {
+    /// Active allocations per worker (each worker writes only its own slot).
+    pub allocations: Vec<AtomicU64>,
+    pub malformed: AtomicU64,
+    pub oversized: AtomicU64,
+    pub auth_failures: AtomicU64,
+    pub denied_peers: AtomicU64,
+    pub peers_revoked: AtomicU64,
+    pub dropped_no_allocation: AtomicU64,
+    pub dropped_no_permission: AtomicU64,
+    pub send_failures: AtomicU64,
+    pub retransmits: AtomicU64,
+    pub allocations_created: AtomicU64,
+    pub allocations_deleted: AtomicU64,
+    pub config_reloads: AtomicU64,
+    pub config_reload_failures: AtomicU64,
+    relay: Mutex<BTreeMap<(String, String), RelayCount>>,
+}
+
+impl Metrics {
+    pub fn new(workers: usize) -> Self {
+        Metrics {
+            allocations: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            ..Default::default()
+        }
+    }
+
+    pub fn active_allocations(&self) -> u64 {
+        self.allocations.iter().map(|a| a.load(Relaxed)).sum()
+    }
+
+    /// Adds a worker's counters; `labels[i]` names `stats.relay[i]`.
+    pub fn add(&self, stats: &Stats, labels: &[(String, String)]) {
+        self.malformed.fetch_add(stats.malformed, Relaxed);
+        self.auth_failures.fetch_add(stats.auth_failures, Relaxed);
+        self.denied_peers.fetch_add(stats.denied_peers, Relaxed);
+        self.peers_revoked.fetch_add(stats.peers_revoked, Relaxed);
+        self.dropped_no_allocation
+            .fetch_add(stats.dropped_no_allocation, Relaxed);
+        self.dropped_no_permission
+            .fetch_add(stats.dropped_no_permission, Relaxed);
+        self.retransmits.fetch_add(stats.retransmits, Relaxed);
+        self.allocations_created
+            .fetch_add(stats.allocations_created, Relaxed);
+        self.allocations_deleted
+            .fetch_add(stats.allocations_deleted, Relaxed);
+        if stats.relay.iter().all(|r| *r == RelayCount::default()) {
+            return;
+        }
+        if let Ok(mut m) = self.relay.lock() {
+            for (count, label) in stats.relay.iter().zip(labels) {
+                if *count != RelayCount::default() {
+                    m.entry(label.clone()).or_default().add(count);
+                }
+            }
+        }
+    }
+
+    pub fn relay_counts(&self) -> BTreeMap<(String, String), RelayCount> {
+        self.relay.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// Prometheus text exposition format.
+    pub fn render(&self, status: &Status) -> String {
+        let mut o = String::with_capacity(4096);
+        let mut counter = |name: &str, help: &str, v: u64| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        counter(
+            "turnpike_malformed_packets_total",
+            "Datagrams dropped because they were not valid STUN or ChannelData.",
+            self.malformed.load(Relaxed),
+        );
+        counter(
+            "turnpike_oversized_packets_total",
+            "Datagrams dropped because they exceeded the receive buffer.",
+            self.oversized.load(Relaxed),
+        );
+        counter(
+            "turnpike_auth_failures_total",
+            "Requests refused for bad credentials, realm or integrity.",
+            self.auth_failures.load(Relaxed),
+        );
+        counter(
+            "turnpike_denied_peers_total",
+            "Permission or channel requests refused with 403 (peer outside the routes).",
+            self.denied_peers.load(Relaxed),
+        );
+        counter(
+            "turnpike_revoked_peers_total",
+            "Permissions and channels removed because a new config no longer routes them.",
+            self.peers_revoked.load(Relaxed),
+        );
+        counter(
+            "turnpike_allocations_created_total",
+            "Allocations created.",
+            self.allocations_created.load(Relaxed),
+        );
+        counter(
+            "turnpike_allocations_deleted_total",
+            "Allocations deleted, expired or closed.",
+            self.allocations_deleted.load(Relaxed),
+        );
+        counter(
+            "turnpike_retransmitted_requests_total",
+            "Requests answered from the transaction cache.",
+            self.retransmits.load(Relaxed),
+        );
+        counter(
+            "turnpike_config_reloads_total",
+            "Configs applied.",
+            self.config_reloads.load(Relaxed),
+        );
+        counter(
+            "turnpike_config_reload_failures_total",
+            "Configs refused (the previous one kept running).",
+            self.config_reload_failures.load(Relaxed),
+        );
+        let _ = writeln!(
+            o,
+            "# HELP turnpike_dropped_packets_total Packets dropped on the relay path.\n\
+             # TYPE turnpike_dropped_packets_total counter"
+        );
+        for (reason, v) in [
+            ("no_allocation", &self.dropped_no_allocation),
+            ("no_permission", &self.dropped_no_permission),
+            ("send_failed", &self.send_failures),
+        ] {
+            let _ = writeln!(
+                o,
+                "turnpike_dropped_packets_total{{reason=\"{reason}\"}} {}",
+                v.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP turnpike_allocations_active Allocations currently active.\n\
+             # TYPE turnpike_allocations_active gauge\nturnpike_allocations_active {}",
+            self.active_allocations()
+        );
+        let _ = writeln!(
+            o,
+            "# HELP turnpike_config_generation Generation of the config in use.\n\
+             # TYPE turnpike_config_generation gauge\nturnpike_config_generation {}",
+            status.generation.load(Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP turnpike_ready 1 when a config is applied and the dataplane is not draining.\n\
+             # TYPE turnpike_ready gauge\nturnpike_ready {}",
+            u8::from(status.is_ready())
+        );
+        let relay = self.relay_counts();
+        for (name, help, pick) in [
+            (
+                "turnpike_relayed_packets_total",
+                "Packets relayed, by listener, route and direction.",
+                (|r: &RelayCount| (r.to_peer_packets, r.to_client_packets))
+                    as fn(&RelayCount) -> (u64, u64),
+            ),
+            (
+                "turnpike_relayed_bytes_total",
+                "Payload bytes relayed, by listener, route and direction.",
+                |r: &RelayCount| (r.to_peer_bytes, r.to_client_bytes),
+            ),
+        ] {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
+            for ((listener, route), r) in &relay {
+                let (to_peer, to_client) = pick(r);
+                for (dir, v) in [("to_peer", to_peer), ("to_client", to_client)] {
+                    let _ = writeln!(
+                        o,
+                        "{name}{{listener=\"{}\",route=\"{}\",direction=\"{dir}\"}} {v}",
+                        escape(listener),
+                        escape(route)
+                    );
+                }
+            }
+        }
+        o
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// What `/status` shows and `/readyz` decides on.
+#[derive(Default)]
+pub struct Status {
+    pub generation: AtomicU64,
+    pub applied: AtomicBool,
+    pub draining: AtomicBool,
+    pub detail: Mutex<StatusDetail>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusDetail {
+    pub name: String,
+    pub config_source: String,
+    pub last_error: Option<String>,
+    pub listeners: Vec<ListenerStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerStatus {
+    pub name: String,
+    pub protocol: String,
+    pub address: String,
+    pub relay_addresses: Vec<String>,
+    pub routes: Vec<String>,
+    /// `serving`, or why not.
+    pub state: String,
+}
+
+impl Status {
+    pub fn is_ready(&self) -> bool {
+        self.applied.load(Relaxed) && !self.draining.load(Relaxed)
+    }
+
+    pub fn set_listener_state(&self, name: &str, state: String) {
+        if let Ok(mut d) = self.detail.lock()
+            && let Some(l) = d.listeners.iter_mut().find(|l| l.name == name)
+        {
+            l.state = state;
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! Allocation state: permissions and channel bindings (RFC 8656 §9, §12).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use super::access::{CounterId, RouteTable};
+use super::integrity::Key;
+
+pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
+pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
+/// After a channel expires, its number and peer stay reserved this long (RFC 8656 §12).
+pub const CHANNEL_COOLDOWN: Duration = Duration::from_secs(300);
+
+/// Index of an allocation inside one worker (also its relay socket's poll token).
+pub type AllocId = usize;
+
+/// How a client reached the server: UDP from an address, or one TCP/TLS connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Stream(u64),
+}
+
+/// The 5-tuple an allocation belongs to (the server side is the listener).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientKey {
+    pub listener: u16,
+    pub transport: Transport,
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct Permission {
+    pub ip: IpAddr,
+    pub expires: Instant,
+    pub counter: CounterId,
+    pub all_ports: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Channel {
+    pub number: u16,
+    pub peer: SocketAddr,
+    pub expires: Instant,
+    pub counter: CounterId,
+}
+
+#[derive(Debug)]
+pub struct Allocation<R> {
+    pub client: ClientKey,
+    pub relay: R,
+    pub relay_addr: SocketAddr,
+    pub username: Box<str>,
+    pub key: Key,
+    pub expires: Instant,
+    pub permissions: Vec<Permission>,
+    pub channels: Vec<Channel>,
+}
+
+impl<R> Allocation<R> {
+    /// The live permission covering `ip`, if any.
+    pub fn permission(&self, ip: IpAddr, now: Instant) -> Option<&Permission> {
+        let ip = ip.to_canonical();
+        self.permissions
+            .iter()
+            .find(|p| p.ip == ip && p.expires > now)
+    }
+
+    pub fn channel_by_number(&self, number: u16) -> Option<&Channel> {
+        self.channels.iter().find(|c| c.number == number)
+    }
+
+    pub fn channel_by_peer(&self, peer: SocketAddr, now: Instant) -> Option<&Channel> {
+        self.channels
+            .iter()
+            .find(|c| c.peer == peer && c.expires > now)
+    }
+
+    /// Installs or refreshes a permission. Returns false when `max` would be exceeded.
+    pub fn permit(
+        &mut self,
+        ip: IpAddr,
+        counter: CounterId,
+        all_ports: bool,
+        now: Instant,
+        max: usize,
+    ) -> bool {
+        let ip = ip.to_canonical();
+        let expires = now + PERMISSION_LIFETIME;
+        if let Some(p) = self.permissions.iter_mut().find(|p| p.ip == ip) {
+            p.expires = expires;
+            p.counter = counter;
+            p.all_ports = all_ports;
+            return true;
+        }
+        if self.permissions.len() >= max {
+            return false;
+        }
+        self.permissions.push(Permission {
+            ip,
+            expires,
+            counter,
+            all_ports,
+        });
+        true
+    }
+
+    /// Drops expired permissions and channels past their cool-down.
+    pub fn sweep(&mut self, now: Instant) {
+        self.permissions.retain(|p| p.expires > now);
+        self.channels.retain(|c| c.expires + CHANNEL_COOLDOWN > now);
+    }
+
+    /// Re-checks permissions and channels against a new route table; returns how many were
+    /// removed because their peer is no longer allowed.
+    pub fn recheck(&mut self, routes: &RouteTable) -> usize {
+        let before = self.permissions.len() + self.channels.len();
+        self.permissions.retain_mut(|p| match routes.match_ip(p.ip) {
+            Some(m) => {
+                p.counter = m.counter;
+                p.all_ports = m.all_ports;
+                true
+            }
+            None => false,
+        });
+        self.channels
+            .retain_mut(|c| match routes.match_addr(c.peer) {
+                Some(counter) => {
+                    c.counter = counter;
+                    true
+                }
+                None => false,
+            });
+        before - self.permissions.len() - self.channels.len()
+    }
+}

@@ -1,0 +1,29 @@
+//! The sans-IO STUN/TURN core: codec, integrity, credentials, nonces, access control and
+//! the per-worker server state machine. Nothing here does I/O or reads a clock.
+
+pub mod access;
+pub mod allocation;
+pub mod attr;
+pub mod auth;
+pub mod channel;
+pub mod config;
+pub mod error;
+pub mod integrity;
+pub mod message;
+pub mod nonce;
+pub mod server;
+pub mod stats;
+pub mod transactions;
+
+pub use access::{CounterId, Endpoint, RouteTable};
+pub use allocation::{AllocId, ClientKey, Transport};
+pub use auth::Credentials;
+pub use config::{Limits, ListenerPolicy, ServerConfig, UserQuota};
+pub use error::{ParseError, RelayError};
+pub use message::{Class, Message, MessageBuilder};
+pub use nonce::NonceKey;
+pub use server::{
+    ClientAction, Family, Now, OpenedRelay, PEER_HEADROOM, PEER_TAILROOM, RelayPorts,
+    RelayRequest, Server, ToClient,
+};
+pub use stats::{RelayCount, Stats};

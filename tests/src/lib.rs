@@ -1,0 +1,1 @@
+//! Helpers for Turnpike's end-to-end tests (they live in `tests/tests/`).
