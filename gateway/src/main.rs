@@ -1,1 +1,103 @@
-fn main() {}
+//! The `turnpike` binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "turnpike", version, about = "Kubernetes media gateway for WebRTC")]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "TURNPIKE_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one TURN dataplane.
+    Dataplane(DataplaneArgs),
+}
+
+#[derive(clap::Args)]
+struct DataplaneArgs {
+    /// Dataplane config file (YAML or JSON, DESIGN.md §3); reloaded on change and SIGHUP.
+    #[arg(long, env = "TURNPIKE_CONFIG")]
+    config: PathBuf,
+    /// Worker threads, each with its own SO_REUSEPORT socket (default: CPU cores).
+    #[arg(long, env = "TURNPIKE_WORKERS")]
+    workers: Option<usize>,
+    /// Admin address for /livez, /readyz, /metrics and /status.
+    #[arg(long, default_value = "127.0.0.1:8086", env = "TURNPIKE_ADMIN_ADDRESS")]
+    admin: SocketAddr,
+    /// After SIGTERM, how long existing allocations may keep relaying (e.g. 30s, 5m).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    drain_timeout: Duration,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "s"));
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let secs = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("invalid duration unit in {s:?} (use ms, s, m or h)")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match cli.command {
+        Command::Dataplane(a) => {
+            let workers = a.workers.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            });
+            rt.block_on(turnpike_dataplane::runtime::run(
+                turnpike_dataplane::runtime::Options {
+                    config: a.config,
+                    workers,
+                    admin: a.admin,
+                    drain_timeout: a.drain_timeout,
+                },
+            ))
+            .context("dataplane")?;
+        }
+    }
+    Ok(())
+}

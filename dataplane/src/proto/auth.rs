@@ -34,10 +34,12 @@ pub enum AuthError {
     MalformedUsername,
 }
 
-/// The expiry (unix seconds) in a REST API username: `expiry:userid`, or `userid:expiry`
-/// as some coturn deployments spell it.
+/// The expiry (unix seconds) in a REST API username: `expiry:userid`, `userid:expiry` as
+/// some coturn deployments spell it, or a bare `expiry` (coturn's client without a user).
 pub fn rest_expiry(username: &str) -> Option<u64> {
-    let (first, rest) = username.split_once(':')?;
+    let Some((first, rest)) = username.split_once(':') else {
+        return username.parse().ok();
+    };
     if let Ok(t) = first.parse::<u64>() {
         return Some(t);
     }
@@ -91,6 +93,7 @@ mod tests {
     fn rest_username_forms() {
         assert_eq!(rest_expiry("1767225600:alice"), Some(1767225600));
         assert_eq!(rest_expiry("alice:1767225600"), Some(1767225600));
+        assert_eq!(rest_expiry("1767225600"), Some(1767225600));
         assert_eq!(rest_expiry("alice"), None);
         assert_eq!(rest_expiry("alice:bob"), None);
     }

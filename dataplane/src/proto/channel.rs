@@ -4,7 +4,10 @@ use super::error::ParseError;
 
 pub const HEADER_LEN: usize = 4;
 pub const MIN_CHANNEL: u16 = 0x4000;
-pub const MAX_CHANNEL: u16 = 0x4FFF;
+/// RFC 8656 narrowed channels to 0x4000–0x4FFF, but RFC 5766 clients (coturn's own
+/// `turnutils_uclient` among them) still pick up to 0x7FFE; every number whose top bits
+/// are `01` is unambiguous ChannelData, so the wider range is accepted for interop.
+pub const MAX_CHANNEL: u16 = 0x7FFE;
 
 pub fn is_valid_channel(n: u16) -> bool {
     (MIN_CHANNEL..=MAX_CHANNEL).contains(&n)

@@ -13,7 +13,6 @@ use slab::Slab;
 use super::access::CounterId;
 use super::allocation::{AllocId, Allocation, CHANNEL_LIFETIME, Channel, ClientKey};
 use super::attr;
-use super::auth::AuthError;
 use super::channel;
 use super::config::{ServerConfig, UserQuota};
 use super::error::RelayError;
@@ -394,13 +393,15 @@ impl<P: RelayPorts> Server<P> {
         }
         let keys = match self.config.credentials.keys(username, &self.config.realm, alg, now.unix) {
             Ok(k) => k,
-            Err(AuthError::Expired | AuthError::UnknownUser | AuthError::MalformedUsername) => {
+            Err(e) => {
+                tracing::debug!(client = %client.addr, username, reason = ?e, "authentication failed");
                 self.stats.auth_failures += 1;
                 return Err(self.challenge(now, client, msg, out, 401));
             }
         };
         let Some(key) = keys.into_iter().find(|k| integrity::verify(msg, k.as_bytes(), kind))
         else {
+            tracing::debug!(client = %client.addr, username, "authentication failed: integrity mismatch");
             self.stats.auth_failures += 1;
             return Err(self.challenge(now, client, msg, out, 401));
         };
@@ -602,6 +603,7 @@ impl<P: RelayPorts> Server<P> {
                 return self.error(out, msg, 443, "Peer Address Family Mismatch", a, |_| {});
             }
             let Some(m) = routes.and_then(|r| r.match_ip(peer.ip())) else {
+                tracing::debug!(client = %client.addr, %peer, "permission denied: peer outside routes");
                 self.stats.denied_peers += 1;
                 return self.error(out, msg, 403, "Forbidden", a, |_| {});
             };
@@ -661,6 +663,7 @@ impl<P: RelayPorts> Server<P> {
             routes.and_then(|r| r.match_addr(peer)),
             routes.and_then(|r| r.match_ip(peer.ip())),
         ) else {
+            tracing::debug!(client = %client.addr, %peer, "channel denied: peer outside routes");
             self.stats.denied_peers += 1;
             return self.error(out, msg, 403, "Forbidden", a, |_| {});
         };
