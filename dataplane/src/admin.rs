@@ -60,7 +60,12 @@ struct StatusBody {
 }
 
 async fn status(State(s): State<AdminState>) -> Response {
-    let detail = s.status.detail.lock().map(|d| d.clone()).unwrap_or_default();
+    let detail = s
+        .status
+        .detail
+        .lock()
+        .map(|d| d.clone())
+        .unwrap_or_default();
     axum::Json(StatusBody {
         ready: s.status.is_ready(),
         draining: s.status.draining.load(Relaxed),

@@ -246,9 +246,7 @@ pub fn parse_endpoint(s: &str) -> Result<(IpNet, (u16, u16)), String> {
         (s, None)
     };
     let net: IpNet = if host.contains('/') {
-        let n: IpNet = host
-            .parse()
-            .map_err(|_| format!("invalid CIDR {host:?}"))?;
+        let n: IpNet = host.parse().map_err(|_| format!("invalid CIDR {host:?}"))?;
         n.trunc()
     } else {
         let ip: IpAddr = host
@@ -283,7 +281,7 @@ pub fn parse_endpoint(s: &str) -> Result<(IpNet, (u16, u16)), String> {
 
 impl DataplaneConfig {
     /// Parses YAML or JSON (JSON is YAML too), reporting the field path of the first error.
-    pub fn from_str(text: &str) -> Result<Self, ConfigError> {
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
         let de = serde_yaml::Deserializer::from_str(text);
         let cfg: DataplaneConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
@@ -301,7 +299,7 @@ impl DataplaneConfig {
             path: path.display().to_string(),
             source,
         })?;
-        Self::from_str(&text)
+        Self::parse(&text)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -310,7 +308,10 @@ impl DataplaneConfig {
         if self.version != VERSION {
             err(
                 "version".into(),
-                format!("unsupported version {:?}, expected {VERSION:?}", self.version),
+                format!(
+                    "unsupported version {:?}, expected {VERSION:?}",
+                    self.version
+                ),
             );
         }
         if self.name.is_empty() {
@@ -322,25 +323,31 @@ impl DataplaneConfig {
         match self.auth.kind {
             AuthType::Ephemeral => {
                 if self.auth.secret.as_deref().is_none_or(str::is_empty) {
-                    err(
-                        "auth.secret".into(),
-                        "required for ephemeral auth".into(),
-                    );
+                    err("auth.secret".into(), "required for ephemeral auth".into());
                 }
                 for (i, s) in self.auth.previous_secrets.iter().enumerate() {
                     if s.is_empty() {
-                        err(format!("auth.previousSecrets[{i}]"), "must not be empty".into());
+                        err(
+                            format!("auth.previousSecrets[{i}]"),
+                            "must not be empty".into(),
+                        );
                     }
                 }
             }
             AuthType::Static => {
                 if self.auth.users.is_empty() {
-                    err("auth.users".into(), "static auth needs at least one user".into());
+                    err(
+                        "auth.users".into(),
+                        "static auth needs at least one user".into(),
+                    );
                 }
                 let mut seen = HashSet::new();
                 for (i, u) in self.auth.users.iter().enumerate() {
                     if u.username.is_empty() {
-                        err(format!("auth.users[{i}].username"), "must not be empty".into());
+                        err(
+                            format!("auth.users[{i}].username"),
+                            "must not be empty".into(),
+                        );
                     }
                     if !seen.insert(&u.username) {
                         err(
@@ -353,13 +360,22 @@ impl DataplaneConfig {
         }
         let l = &self.limits;
         if l.max_allocations_per_user == 0 {
-            err("limits.maxAllocationsPerUser".into(), "must be at least 1".into());
+            err(
+                "limits.maxAllocationsPerUser".into(),
+                "must be at least 1".into(),
+            );
         }
         if l.max_permissions_per_allocation == 0 {
-            err("limits.maxPermissionsPerAllocation".into(), "must be at least 1".into());
+            err(
+                "limits.maxPermissionsPerAllocation".into(),
+                "must be at least 1".into(),
+            );
         }
         if l.max_lifetime < 60 {
-            err("limits.maxLifetime".into(), "must be at least 60 seconds".into());
+            err(
+                "limits.maxLifetime".into(),
+                "must be at least 60 seconds".into(),
+            );
         }
         let mut route_names = HashSet::new();
         for (i, r) in self.routes.iter().enumerate() {
@@ -367,7 +383,10 @@ impl DataplaneConfig {
                 err(format!("routes[{i}].name"), "must not be empty".into());
             }
             if !route_names.insert(r.name.as_str()) {
-                err(format!("routes[{i}].name"), format!("duplicate route {:?}", r.name));
+                err(
+                    format!("routes[{i}].name"),
+                    format!("duplicate route {:?}", r.name),
+                );
             }
             for (j, e) in r.endpoints.iter().enumerate() {
                 if let Err(m) = parse_endpoint(e) {
@@ -382,7 +401,10 @@ impl DataplaneConfig {
                 err(format!("listeners[{i}].name"), "must not be empty".into());
             }
             if !names.insert(li.name.as_str()) {
-                err(format!("listeners[{i}].name"), format!("duplicate listener {:?}", li.name));
+                err(
+                    format!("listeners[{i}].name"),
+                    format!("duplicate listener {:?}", li.name),
+                );
             }
             if li.port == 0 {
                 err(format!("listeners[{i}].port"), "must not be 0".into());
@@ -396,16 +418,25 @@ impl DataplaneConfig {
             }
             match (li.protocol, &li.tls) {
                 (Protocol::TurnTls, None) => {
-                    err(format!("listeners[{i}].tls"), "required for TURN-TLS".into());
+                    err(
+                        format!("listeners[{i}].tls"),
+                        "required for TURN-TLS".into(),
+                    );
                 }
                 (Protocol::TurnUdp | Protocol::TurnTcp, Some(_)) => {
-                    err(format!("listeners[{i}].tls"), format!("not allowed for {}", li.protocol));
+                    err(
+                        format!("listeners[{i}].tls"),
+                        format!("not allowed for {}", li.protocol),
+                    );
                 }
                 _ => {}
             }
             for (j, r) in li.routes.iter().enumerate() {
                 if !route_names.contains(r.as_str()) {
-                    err(format!("listeners[{i}].routes[{j}]"), format!("unknown route {r:?}"));
+                    err(
+                        format!("listeners[{i}].routes[{j}]"),
+                        format!("unknown route {r:?}"),
+                    );
                 }
             }
         }
@@ -468,8 +499,7 @@ impl DataplaneConfig {
             credentials,
             limits: Limits {
                 max_allocations_per_user: self.limits.max_allocations_per_user,
-                max_permissions_per_allocation: self.limits.max_permissions_per_allocation
-                    as usize,
+                max_permissions_per_allocation: self.limits.max_permissions_per_allocation as usize,
                 max_lifetime_secs: self.limits.max_lifetime,
             },
             listeners,
@@ -496,33 +526,36 @@ routes:
 
     #[test]
     fn parses_and_compiles() {
-        let c = DataplaneConfig::from_str(GOOD).unwrap();
+        let c = DataplaneConfig::parse(GOOD).unwrap();
         assert_eq!(c.limits, LimitsConfig::default());
         let s = c.compile();
         let t = s.routes_of(0).unwrap();
         assert_eq!(t.match_addr("127.0.0.1:3480".parse().unwrap()), Some(0));
         assert_eq!(t.match_addr("10.0.3.4:5011".parse().unwrap()), None);
         assert_eq!(t.match_addr("[fd00::1]:7".parse().unwrap()), Some(0));
-        assert_eq!(s.counters, vec![("udp".to_string(), "default/echo".to_string())]);
+        assert_eq!(
+            s.counters,
+            vec![("udp".to_string(), "default/echo".to_string())]
+        );
     }
 
     #[test]
     fn json_is_accepted() {
-        let c = DataplaneConfig::from_str(GOOD).unwrap();
+        let c = DataplaneConfig::parse(GOOD).unwrap();
         let json = serde_json::to_string(&c).unwrap();
-        assert_eq!(DataplaneConfig::from_str(&json).unwrap(), c);
+        assert_eq!(DataplaneConfig::parse(&json).unwrap(), c);
     }
 
     #[test]
     fn parse_errors_name_the_field() {
         let bad = GOOD.replace("port: 3478", "port: 70000");
-        let e = DataplaneConfig::from_str(&bad).unwrap_err().to_string();
+        let e = DataplaneConfig::parse(&bad).unwrap_err().to_string();
         assert!(e.starts_with("listeners[0].port:"), "{e}");
         let bad = GOOD.replace("realm: turnpike.dev", "realm: turnpike.dev\nrelam: x");
-        let e = DataplaneConfig::from_str(&bad).unwrap_err().to_string();
+        let e = DataplaneConfig::parse(&bad).unwrap_err().to_string();
         assert!(e.contains("relam"), "{e}");
         let bad = GOOD.replace("TURN-UDP", "TURN-SCTP");
-        let e = DataplaneConfig::from_str(&bad).unwrap_err().to_string();
+        let e = DataplaneConfig::parse(&bad).unwrap_err().to_string();
         assert!(e.starts_with("listeners[0].protocol:"), "{e}");
     }
 
@@ -532,11 +565,15 @@ routes:
             .replace("routes: [default/echo]", "routes: [default/nope]")
             .replace("10.0.2.0/24", "10.0.2.0/33")
             .replace("secret: s3cret", "secret: ''");
-        let e = DataplaneConfig::from_str(&bad).unwrap_err();
+        let e = DataplaneConfig::parse(&bad).unwrap_err();
         let paths: Vec<String> = e.field_errors().into_iter().map(|f| f.path).collect();
         assert_eq!(
             paths,
-            vec!["auth.secret", "routes[0].endpoints[1]", "listeners[0].routes[0]"]
+            vec![
+                "auth.secret",
+                "routes[0].endpoints[1]",
+                "listeners[0].routes[0]"
+            ]
         );
     }
 

@@ -6,9 +6,9 @@
 //! - [`admin`], [`metrics`]: `/livez`, `/readyz`, `/metrics`, `/status`.
 //! - [`runtime`]: wires config loading, workers, reload and drain together.
 
-pub mod proto;
 pub mod admin;
 pub mod config;
 pub mod io;
 pub mod metrics;
+pub mod proto;
 pub mod runtime;

@@ -29,10 +29,7 @@ pub enum RuntimeError {
         source: std::io::Error,
     },
     #[error("cannot watch {path}: {source}")]
-    Watch {
-        path: String,
-        source: notify::Error,
-    },
+    Watch { path: String, source: notify::Error },
     #[error("signal handler: {0}")]
     Signal(std::io::Error),
 }
@@ -173,7 +170,10 @@ fn publish_status(status: &Status, cfg: &DataplaneConfig, active: &ActiveConfig,
                     state: if l.protocol == Protocol::TurnUdp {
                         "serving".into()
                     } else {
-                        format!("not served: {} arrives with TURN-TCP/TLS support", l.protocol)
+                        format!(
+                            "not served: {} arrives with TURN-TCP/TLS support",
+                            l.protocol
+                        )
                     },
                 })
                 .collect(),
@@ -181,7 +181,10 @@ fn publish_status(status: &Status, cfg: &DataplaneConfig, active: &ActiveConfig,
     }
 }
 
-fn spawn_watcher(path: &Path, tx: mpsc::Sender<()>) -> Result<notify::RecommendedWatcher, RuntimeError> {
+fn spawn_watcher(
+    path: &Path,
+    tx: mpsc::Sender<()>,
+) -> Result<notify::RecommendedWatcher, RuntimeError> {
     let name = path.file_name().map(|n| n.to_os_string());
     let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         if let Ok(ev) = ev {
@@ -289,7 +292,7 @@ fn reload(dp: &mut Dataplane, path: &Path, last_text: &mut String, source: &str,
     if !forced && text == *last_text {
         return;
     }
-    match DataplaneConfig::from_str(&text) {
+    match DataplaneConfig::parse(&text) {
         Ok(cfg) => {
             *last_text = text;
             dp.apply(cfg, source);

@@ -8,7 +8,11 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(name = "turnpike", version, about = "Kubernetes media gateway for WebRTC")]
+#[command(
+    name = "turnpike",
+    version,
+    about = "Kubernetes media gateway for WebRTC"
+)]
 struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "TURNPIKE_LOG_FORMAT")]
@@ -56,7 +60,11 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" => n,
         "m" => n * 60,
         "h" => n * 3600,
-        _ => return Err(format!("invalid duration unit in {s:?} (use ms, s, m or h)")),
+        _ => {
+            return Err(format!(
+                "invalid duration unit in {s:?} (use ms, s, m or h)"
+            ));
+        }
     };
     Ok(Duration::from_secs(secs))
 }

@@ -348,7 +348,11 @@ pub fn set_dont_fragment(fd: RawFd, ipv6: bool) -> io::Result<()> {
     let (level, name, value) = if ipv6 {
         (libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 1 as libc::c_int)
     } else {
-        (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_DO)
+        (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DO,
+        )
     };
     // SAFETY: `value` is a live c_int of the size passed.
     let r = unsafe {

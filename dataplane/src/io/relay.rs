@@ -85,7 +85,11 @@ impl RelayOpener {
         }
     }
 
-    fn bind_even(&self, ip: IpAddr, reserve: bool) -> Result<(UdpSocket, Option<UdpSocket>), RelayError> {
+    fn bind_even(
+        &self,
+        ip: IpAddr,
+        reserve: bool,
+    ) -> Result<(UdpSocket, Option<UdpSocket>), RelayError> {
         for _ in 0..128 {
             let port = rand::random_range(EVEN_PORT_RANGE.0 / 2..=EVEN_PORT_RANGE.1 / 2) * 2;
             let Ok(even) = bind_udp(SocketAddr::new(ip, port)) else {

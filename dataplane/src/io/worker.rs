@@ -146,7 +146,11 @@ fn now() -> Now {
 }
 
 fn bind_listener(addr: SocketAddr) -> io::Result<mio::net::UdpSocket> {
-    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(SockProtocol::UDP))?;
+    let sock = Socket::new(
+        Domain::for_address(addr),
+        Type::DGRAM,
+        Some(SockProtocol::UDP),
+    )?;
     sock.set_reuse_port(true)?;
     sock.set_reuse_address(true)?;
     if addr.is_ipv6() && !addr.ip().is_unspecified() {
@@ -174,7 +178,10 @@ impl Worker {
                 if self.index == 0 {
                     self.shared.status.set_listener_state(
                         &l.name,
-                        format!("not served: {} arrives with TURN-TCP/TLS support", l.protocol),
+                        format!(
+                            "not served: {} arrives with TURN-TCP/TLS support",
+                            l.protocol
+                        ),
                     );
                 }
                 sockets.push(None);
@@ -254,7 +261,8 @@ impl Worker {
                     self.publish();
                     let old = std::mem::take(&mut self.listeners);
                     self.bind_listeners(&cfg, old);
-                    self.server.apply_config(cfg.server.clone(), &mut self.relays);
+                    self.server
+                        .apply_config(cfg.server.clone(), &mut self.relays);
                     self.config = cfg;
                 }
                 Command::Drain => self.server.begin_drain(),
@@ -315,7 +323,12 @@ impl Worker {
                     self.flush();
                 }
                 let Worker {
-                    rx, tx, server, relays, shared, ..
+                    rx,
+                    tx,
+                    server,
+                    relays,
+                    shared,
+                    ..
                 } = self;
                 let Some((data, from, truncated)) = rx.get(i) else {
                     continue;

@@ -94,7 +94,10 @@ fn v4(a: u8, b: u8, c: u8, d: u8, len: u8) -> IpNet {
 
 fn v6(segs: [u16; 8], len: u8) -> IpNet {
     let [a, b, c, d, e, f, g, h] = segs;
-    IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::new(a, b, c, d, e, f, g, h), len))
+    IpNet::V6(Ipv6Net::new_assert(
+        Ipv6Addr::new(a, b, c, d, e, f, g, h),
+        len,
+    ))
 }
 
 /// The special-use range `ip` (already canonical) belongs to, if any.
@@ -196,7 +199,10 @@ mod tests {
         let m = t.match_ip("::ffff:127.0.0.1".parse().unwrap()).unwrap();
         assert!(!m.all_ports);
         assert_eq!(t.match_addr("127.0.0.1:3480".parse().unwrap()), Some(0));
-        assert_eq!(t.match_addr("[::ffff:127.0.0.1]:3480".parse().unwrap()), Some(0));
+        assert_eq!(
+            t.match_addr("[::ffff:127.0.0.1]:3480".parse().unwrap()),
+            Some(0)
+        );
         assert_eq!(t.match_addr("127.0.0.1:3481".parse().unwrap()), None);
         assert_eq!(t.match_ip("127.0.0.2".parse().unwrap()), None);
     }

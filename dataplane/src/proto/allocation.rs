@@ -115,14 +115,15 @@ impl<R> Allocation<R> {
     /// removed because their peer is no longer allowed.
     pub fn recheck(&mut self, routes: &RouteTable) -> usize {
         let before = self.permissions.len() + self.channels.len();
-        self.permissions.retain_mut(|p| match routes.match_ip(p.ip) {
-            Some(m) => {
-                p.counter = m.counter;
-                p.all_ports = m.all_ports;
-                true
-            }
-            None => false,
-        });
+        self.permissions
+            .retain_mut(|p| match routes.match_ip(p.ip) {
+                Some(m) => {
+                    p.counter = m.counter;
+                    p.all_ports = m.all_ports;
+                    true
+                }
+                None => false,
+            });
         self.channels
             .retain_mut(|c| match routes.match_addr(c.peer) {
                 Some(counter) => {

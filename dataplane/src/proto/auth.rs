@@ -112,7 +112,8 @@ mod tests {
     fn expired_and_rotated() {
         let c = Credentials::Ephemeral(vec!["new".into(), "old".into()]);
         assert_eq!(
-            c.keys("100:u", "r", PasswordAlgorithm::Md5, 100).unwrap_err(),
+            c.keys("100:u", "r", PasswordAlgorithm::Md5, 100)
+                .unwrap_err(),
             AuthError::Expired
         );
         assert_eq!(

@@ -104,7 +104,7 @@ impl<'a> Message<'a> {
             return Err(ParseError::NotStun);
         }
         let body_len = u16::from_be_bytes([data[2], data[3]]) as usize;
-        if body_len % 4 != 0 {
+        if !body_len.is_multiple_of(4) {
             return Err(ParseError::UnalignedLength);
         }
         if HEADER_LEN + body_len != data.len() {
@@ -153,7 +153,8 @@ impl<'a> Message<'a> {
                     seen_integrity = true;
                 }
                 attr::MESSAGE_INTEGRITY_SHA256 => {
-                    if !(16..=32).contains(&len) || len % 4 != 0 || seen_integrity_sha256 {
+                    if !(16..=32).contains(&len) || !len.is_multiple_of(4) || seen_integrity_sha256
+                    {
                         return Err(ParseError::BadIntegrity);
                     }
                     seen_integrity_sha256 = true;
@@ -188,7 +189,10 @@ impl<'a> Message<'a> {
     }
 
     fn slot(&self, typ: u16) -> Option<AttrSlot> {
-        self.attrs[..self.count].iter().find(|a| a.typ == typ).copied()
+        self.attrs[..self.count]
+            .iter()
+            .find(|a| a.typ == typ)
+            .copied()
     }
 
     /// Value of the first attribute of `typ` that is covered by the message integrity
@@ -307,6 +311,17 @@ impl<'b> MessageBuilder<'b> {
         b.buf[8..20].copy_from_slice(transaction_id);
         b.len = HEADER_LEN;
         b
+    }
+
+    /// Continues a message whose header and first `len` bytes are already in `buf` (e.g. a
+    /// received request being re-signed in tests).
+    pub fn resume(buf: &'b mut [u8], len: usize) -> Self {
+        let overflow = len < HEADER_LEN || len > buf.len() || !len.is_multiple_of(4);
+        MessageBuilder {
+            len: if overflow { 0 } else { len },
+            buf,
+            overflow,
+        }
     }
 
     pub fn transaction_id(&self) -> TransactionId {

@@ -23,7 +23,7 @@ pub use error::{ParseError, RelayError};
 pub use message::{Class, Message, MessageBuilder};
 pub use nonce::NonceKey;
 pub use server::{
-    ClientAction, Family, Now, OpenedRelay, PEER_HEADROOM, PEER_TAILROOM, RelayPorts,
-    RelayRequest, Server, ToClient,
+    ClientAction, Family, Now, OpenedRelay, PEER_HEADROOM, PEER_TAILROOM, RelayPorts, RelayRequest,
+    Server, ToClient,
 };
 pub use stats::{RelayCount, Stats};

@@ -243,7 +243,9 @@ impl<P: RelayPorts> Server<P> {
             Class::Success | Class::Error => return ClientAction::None,
         }
         if msg.method != method::BINDING
-            && let Some(cached) = self.transactions.get(&client, &msg.transaction_id, now.instant)
+            && let Some(cached) = self
+                .transactions
+                .get(&client, &msg.transaction_id, now.instant)
         {
             let n = cached.len().min(out.len());
             out[..n].copy_from_slice(&cached[..n]);
@@ -255,13 +257,20 @@ impl<P: RelayPorts> Server<P> {
             .filter(|t| !attr::is_understood(*t))
             .collect();
         if !unknown.is_empty() {
-            return ClientAction::Reply(self.error(out, msg, 420, "Unknown Attribute", None, |b| {
-                b.attr_with(attr::UNKNOWN_ATTRIBUTES, unknown.len() * 2, |v| {
-                    for (i, t) in unknown.iter().enumerate() {
-                        v[2 * i..2 * i + 2].copy_from_slice(&t.to_be_bytes());
-                    }
-                })
-            }));
+            return ClientAction::Reply(self.error(
+                out,
+                msg,
+                420,
+                "Unknown Attribute",
+                None,
+                |b| {
+                    b.attr_with(attr::UNKNOWN_ATTRIBUTES, unknown.len() * 2, |v| {
+                        for (i, t) in unknown.iter().enumerate() {
+                            v[2 * i..2 * i + 2].copy_from_slice(&t.to_be_bytes());
+                        }
+                    })
+                },
+            ));
         }
         let len = match msg.method {
             method::BINDING => self.binding(client, msg, out),
@@ -282,12 +291,8 @@ impl<P: RelayPorts> Server<P> {
                     _ => self.channel_bind(now, client, msg, &auth, out),
                 };
                 if len > 0 {
-                    self.transactions.insert(
-                        client,
-                        msg.transaction_id,
-                        &out[..len],
-                        now.instant,
-                    );
+                    self.transactions
+                        .insert(client, msg.transaction_id, &out[..len], now.instant);
                 }
                 len
             }
@@ -320,8 +325,19 @@ impl<P: RelayPorts> Server<P> {
     }
 
     /// 401/438 with a fresh nonce and the realm, so the client can (re)try.
-    fn challenge(&self, now: Now, client: ClientKey, msg: &Message<'_>, out: &mut [u8], code: u16) -> usize {
-        let reason = if code == 438 { "Stale Nonce" } else { "Unauthorized" };
+    fn challenge(
+        &self,
+        now: Now,
+        client: ClientKey,
+        msg: &Message<'_>,
+        out: &mut [u8],
+        code: u16,
+    ) -> usize {
+        let reason = if code == 438 {
+            "Stale Nonce"
+        } else {
+            "Unauthorized"
+        };
         let nonce = self.nonce.issue(now.unix, &client.addr);
         let realm = self.config.realm.as_bytes();
         self.error(out, msg, code, reason, None, |b| {
@@ -351,7 +367,14 @@ impl<P: RelayPorts> Server<P> {
             msg.get(attr::REALM),
             msg.get(attr::NONCE),
         ) else {
-            return Err(self.error(out, msg, 400, "Missing USERNAME, REALM or NONCE", None, |_| {}));
+            return Err(self.error(
+                out,
+                msg,
+                400,
+                "Missing USERNAME, REALM or NONCE",
+                None,
+                |_| {},
+            ));
         };
         if self.nonce.check(nonce, now.unix, &client.addr) == NonceCheck::Stale {
             return Err(self.challenge(now, client, msg, out, 438));
@@ -391,7 +414,11 @@ impl<P: RelayPorts> Server<P> {
             self.stats.auth_failures += 1;
             return Err(self.challenge(now, client, msg, out, 401));
         }
-        let keys = match self.config.credentials.keys(username, &self.config.realm, alg, now.unix) {
+        let keys = match self
+            .config
+            .credentials
+            .keys(username, &self.config.realm, alg, now.unix)
+        {
             Ok(k) => k,
             Err(e) => {
                 tracing::debug!(client = %client.addr, username, reason = ?e, "authentication failed");
@@ -399,7 +426,9 @@ impl<P: RelayPorts> Server<P> {
                 return Err(self.challenge(now, client, msg, out, 401));
             }
         };
-        let Some(key) = keys.into_iter().find(|k| integrity::verify(msg, k.as_bytes(), kind))
+        let Some(key) = keys
+            .into_iter()
+            .find(|k| integrity::verify(msg, k.as_bytes(), kind))
         else {
             tracing::debug!(client = %client.addr, username, "authentication failed: integrity mismatch");
             self.stats.auth_failures += 1;
@@ -475,10 +504,16 @@ impl<P: RelayPorts> Server<P> {
             }
             Some(_) => return self.error(out, msg, 400, "Bad REQUESTED-ADDRESS-FAMILY", a, |_| {}),
         };
-        if reservation.is_some()
-            && (even_port.is_some() || msg.has(attr::REQUESTED_ADDRESS_FAMILY))
+        if reservation.is_some() && (even_port.is_some() || msg.has(attr::REQUESTED_ADDRESS_FAMILY))
         {
-            return self.error(out, msg, 400, "RESERVATION-TOKEN with EVEN-PORT or family", a, |_| {});
+            return self.error(
+                out,
+                msg,
+                400,
+                "RESERVATION-TOKEN with EVEN-PORT or family",
+                a,
+                |_| {},
+            );
         }
         let requested_lifetime = match msg.get(attr::LIFETIME).map(attr::decode_u32) {
             None => None,
@@ -489,7 +524,10 @@ impl<P: RelayPorts> Server<P> {
             return self.error(out, msg, 508, "Insufficient Capacity", a, |_| {});
         }
         let limits = self.config.limits;
-        if !self.quota.acquire(&auth.username, limits.max_allocations_per_user) {
+        if !self
+            .quota
+            .acquire(&auth.username, limits.max_allocations_per_user)
+        {
             return self.error(out, msg, 486, "Allocation Quota Reached", a, |_| {});
         }
         let req = RelayRequest {
@@ -559,7 +597,10 @@ impl<P: RelayPorts> Server<P> {
             Some(Err(_)) => return self.error(out, msg, 400, "Bad LIFETIME", a, |_| {}),
         };
         if let Some(v) = msg.get(attr::REQUESTED_ADDRESS_FAMILY) {
-            let relay_v4 = self.allocations.get(id).is_some_and(|x| x.relay_addr.is_ipv4());
+            let relay_v4 = self
+                .allocations
+                .get(id)
+                .is_some_and(|x| x.relay_addr.is_ipv4());
             let asks_v4 = v.first() == Some(&attr::FAMILY_IPV4);
             if relay_v4 != asks_v4 {
                 return self.error(out, msg, 443, "Peer Address Family Mismatch", a, |_| {});
@@ -642,12 +683,17 @@ impl<P: RelayPorts> Server<P> {
             return self.error(out, msg, 437, "Allocation Mismatch", a, |_| {});
         };
         let number = match msg.get(attr::CHANNEL_NUMBER) {
-            Some(v) if v.len() == 4 && channel::is_valid_channel(u16::from_be_bytes([v[0], v[1]])) => {
+            Some(v)
+                if v.len() == 4 && channel::is_valid_channel(u16::from_be_bytes([v[0], v[1]])) =>
+            {
                 u16::from_be_bytes([v[0], v[1]])
             }
             _ => return self.error(out, msg, 400, "Bad CHANNEL-NUMBER", a, |_| {}),
         };
-        let peer = match msg.get(attr::XOR_PEER_ADDRESS).map(|v| attr::decode_xor_address(v, &msg.transaction_id)) {
+        let peer = match msg
+            .get(attr::XOR_PEER_ADDRESS)
+            .map(|v| attr::decode_xor_address(v, &msg.transaction_id))
+        {
             Some(Ok(p)) => SocketAddr::new(p.ip().to_canonical(), p.port()),
             _ => return self.error(out, msg, 400, "Bad XOR-PEER-ADDRESS", a, |_| {}),
         };
@@ -672,9 +718,22 @@ impl<P: RelayPorts> Server<P> {
             .iter()
             .any(|c| (c.number == number) != (c.peer == peer));
         if conflict {
-            return self.error(out, msg, 400, "Channel already bound differently", a, |_| {});
+            return self.error(
+                out,
+                msg,
+                400,
+                "Channel already bound differently",
+                a,
+                |_| {},
+            );
         }
-        if !alloc.permit(peer.ip(), ip_match.counter, ip_match.all_ports, now.instant, max) {
+        if !alloc.permit(
+            peer.ip(),
+            ip_match.counter,
+            ip_match.all_ports,
+            now.instant,
+            max,
+        ) {
             return self.error(out, msg, 508, "Insufficient Capacity", a, |_| {});
         }
         let expires = now.instant + CHANNEL_LIFETIME;
@@ -718,7 +777,11 @@ impl<P: RelayPorts> Server<P> {
         let counter = if perm.all_ports {
             perm.counter
         } else {
-            match self.config.routes_of(client.listener).and_then(|r| r.match_addr(peer)) {
+            match self
+                .config
+                .routes_of(client.listener)
+                .and_then(|r| r.match_addr(peer))
+            {
                 Some(c) => c,
                 None => {
                     self.stats.dropped_no_permission += 1;

@@ -12,9 +12,12 @@ const KEEP: Duration = Duration::from_secs(40);
 /// Bound on memory per worker; beyond it new responses are simply not cached.
 const MAX_ENTRIES: usize = 65_536;
 
+/// A cached response and when it may be forgotten.
+type Cached = (Instant, Box<[u8]>);
+
 #[derive(Default)]
 pub struct TransactionCache {
-    entries: HashMap<(ClientKey, TransactionId), (Instant, Box<[u8]>)>,
+    entries: HashMap<(ClientKey, TransactionId), Cached>,
 }
 
 impl TransactionCache {
@@ -29,7 +32,8 @@ impl TransactionCache {
         if self.entries.len() >= MAX_ENTRIES {
             return;
         }
-        self.entries.insert((client, tid), (now + KEEP, response.into()));
+        self.entries
+            .insert((client, tid), (now + KEEP, response.into()));
     }
 
     pub fn purge(&mut self, now: Instant) {
