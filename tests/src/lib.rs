@@ -1,1 +1,310 @@
-//! Helpers for Turnpike's end-to-end tests (they live in `tests/tests/`).
+//! Helpers for Turnpike's end-to-end tests (the tests live in `tests/tests/`): start the
+//! real `turnpike` binary, real third-party peers (coturn's tools, Python aioice/aiortc),
+//! and read what they report.
+#![allow(clippy::unwrap_used)] // test support: a failure here is a test failure
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The `turnpike` binary under test: `$TURNPIKE_BIN`, else the release build, else debug.
+pub fn turnpike_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("TURNPIKE_BIN") {
+        return PathBuf::from(p);
+    }
+    for profile in ["release", "debug"] {
+        let p = repo_root().join("target").join(profile).join("turnpike");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("no turnpike binary: run `cargo build --release` or tests/run.sh first");
+}
+
+/// The Python with aioice/aiortc installed (tests/run.sh creates it).
+pub fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("TURNPIKE_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let p = PathBuf::from(home).join(".cache/turnpike/venv/bin/python");
+    assert!(
+        p.exists(),
+        "no Python venv at {}: run tests/run.sh once",
+        p.display()
+    );
+    p
+}
+
+/// Requires a third-party tool, failing (never skipping) when tests/run.sh did not
+/// install it.
+pub fn require_tool(name: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(name).is_file()))
+        .unwrap_or(false);
+    assert!(found, "{name} is not installed: run tests/run.sh");
+}
+
+pub fn free_udp_port() -> u16 {
+    // Ask for a port free on both UDP and TCP so one number serves a TURN listener.
+    loop {
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = u.local_addr().unwrap().port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+pub fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Minimal HTTP/1.1 GET on loopback: (status, body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+/// A Prometheus sample value from `/metrics` text (`name{labels}` exactly as rendered).
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A child process killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
+        let child = cmd
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            child,
+            name: name.to_string(),
+        }
+    }
+
+    /// Sends a signal (e.g. `libc::SIGTERM` as a number) through `kill(1)`.
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args([format!("-{sig}"), self.child.id().to_string()])
+            .status();
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+/// A dataplane config for tests: one TURN-UDP listener on 127.0.0.1:`port` routed to
+/// `endpoints`, with `auth` given as YAML (e.g. `{type: ephemeral, secret: s}`).
+pub fn udp_config(port: u16, auth: &str, endpoints: &[&str]) -> String {
+    let eps: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+    format!(
+        "version: v1alpha1\nname: default/test\ngeneration: 1\nrealm: turnpike.test\n\
+         auth: {auth}\nlimits: {{maxAllocationsPerUser: 1000}}\nlisteners:\n  \
+         - {{name: udp, protocol: TURN-UDP, address: 127.0.0.1, port: {port}, routes: [default/echo]}}\n\
+         routes:\n  - {{name: default/echo, endpoints: [{}]}}\n",
+        eps.join(", ")
+    )
+}
+
+/// A running `turnpike dataplane --config FILE`.
+pub struct Dataplane {
+    pub proc: Proc,
+    pub dir: tempfile::TempDir,
+    pub admin: u16,
+    pub log: PathBuf,
+}
+
+impl Dataplane {
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("dataplane.yaml")
+    }
+
+    pub fn start(yaml: &str) -> Dataplane {
+        Self::start_with(yaml, &[])
+    }
+
+    pub fn start_with(yaml: &str, extra: &[&str]) -> Dataplane {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("dataplane.yaml");
+        std::fs::write(&cfg, yaml).unwrap();
+        let admin = free_tcp_port();
+        let log = dir.path().join("dataplane.log");
+        let logf = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(turnpike_bin());
+        cmd.args(["dataplane", "--config"])
+            .arg(&cfg)
+            .args(["--workers", "2", "--admin", &format!("127.0.0.1:{admin}")])
+            .args(extra)
+            .env("RUST_LOG", "info,turnpike_dataplane=debug")
+            .stdout(logf.try_clone().unwrap())
+            .stderr(logf);
+        let proc = Proc::spawn("turnpike dataplane", &mut cmd);
+        let dp = Dataplane {
+            proc,
+            dir,
+            admin,
+            log,
+        };
+        dp.wait_ready(Duration::from_secs(10));
+        dp
+    }
+
+    pub fn wait_ready(&self, timeout: Duration) {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if let Some((200, _)) = http_get(self.admin, "/readyz") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("dataplane not ready; log:\n{}", self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(self.admin, "/metrics").unwrap().1
+    }
+
+    pub fn status(&self) -> String {
+        http_get(self.admin, "/status").unwrap().1
+    }
+
+    /// Polls `/metrics` until `series` reaches at least `value`.
+    pub fn wait_metric(&self, series: &str, value: f64, timeout: Duration) -> f64 {
+        let end = Instant::now() + timeout;
+        loop {
+            let v = metric(&self.metrics(), series).unwrap_or(0.0);
+            if v >= value || Instant::now() > end {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// `turnutils_peer`: reflects every datagram to its sender.
+pub fn echo_peer(port: u16) -> Proc {
+    require_tool("turnutils_peer");
+    let p = Proc::spawn(
+        "turnutils_peer",
+        Command::new("turnutils_peer")
+            .args(["-L", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    p
+}
+
+/// What `turnutils_uclient` reported.
+#[derive(Debug)]
+pub struct UclientReport {
+    pub exit: Option<i32>,
+    pub lost: Option<u64>,
+    pub rtt_ms: Option<f64>,
+    pub output: String,
+}
+
+pub fn uclient(args: &[&str]) -> UclientReport {
+    require_tool("turnutils_uclient");
+    let out: Output = Command::new("timeout")
+        .arg("120")
+        .arg("turnutils_uclient")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lost = output
+        .lines()
+        .find_map(|l| l.split("Total lost packets ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok());
+    let rtt_ms = output
+        .lines()
+        .find_map(|l| l.split("Average round trip delay ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok());
+    UclientReport {
+        exit: out.status.code(),
+        lost,
+        rtt_ms,
+        output,
+    }
+}
+
+/// Runs a Python script from `tests/python/` with the test venv; returns (success, output).
+pub fn python_script(script: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new("timeout")
+        .arg("90")
+        .arg(python())
+        .arg(repo_root().join("tests/python").join(script))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
