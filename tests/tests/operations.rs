@@ -1,0 +1,202 @@
+//! Operating the dataplane: admin endpoints, hot reload, refused configs, SIGHUP, SIGTERM.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
+use std::time::{Duration, Instant};
+
+use turnpike_tests::{Dataplane, echo_peer, free_udp_port, http_get, metric, uclient, udp_config};
+
+const SECRET: &str = "ops-secret";
+
+fn auth() -> String {
+    format!("{{type: ephemeral, secret: {SECRET}}}")
+}
+
+fn relay(port: u16, peer: u16, messages: &str, pace_ms: &str) -> turnpike_tests::UclientReport {
+    uclient(&[
+        "-p",
+        &port.to_string(),
+        "-e",
+        "127.0.0.1",
+        "-r",
+        &peer.to_string(),
+        "-m",
+        "2",
+        "-n",
+        messages,
+        "-z",
+        pace_ms,
+        "-l",
+        "120",
+        "-c",
+        "-X",
+        "-W",
+        SECRET,
+        "127.0.0.1",
+    ])
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn admin_endpoints_answer() {
+    let port = free_udp_port();
+    let dp = Dataplane::start(&udp_config(port, &auth(), &["127.0.0.1:9"]));
+    assert_eq!(http_get(dp.admin, "/livez").unwrap().0, 200);
+    assert_eq!(http_get(dp.admin, "/readyz").unwrap().0, 200);
+    let status = dp.status();
+    assert!(status.contains("\"name\":\"default/test\""), "{status}");
+    assert!(status.contains("\"state\":\"serving\""), "{status}");
+    assert!(!status.contains(SECRET), "no secret in /status");
+    let m = dp.metrics();
+    for series in [
+        "turnpike_allocations_active",
+        "turnpike_auth_failures_total",
+        "turnpike_denied_peers_total",
+        "turnpike_malformed_packets_total",
+        "turnpike_config_generation",
+    ] {
+        assert!(metric(&m, series).is_some(), "{series} missing:\n{m}");
+    }
+}
+
+#[test]
+fn edits_reload_without_dropping_relays_and_bad_files_are_refused() {
+    let (port, peer_a, peer_b) = (free_udp_port(), free_udp_port(), free_udp_port());
+    let _a = echo_peer(peer_a);
+    let _b = echo_peer(peer_b);
+    let route_a = format!("127.0.0.1:{}-{}", peer_a, peer_a + 1);
+    let route_b = format!("127.0.0.1:{}-{}", peer_b, peer_b + 1);
+    let dp = Dataplane::start(&udp_config(port, &auth(), &[&route_a]));
+
+    // Peer B is not routed yet.
+    let r = relay(port, peer_b, "5", "20");
+    assert!(r.output.contains("403"), "{}", r.output);
+
+    // A relay runs for ~6 s while the config changes underneath it twice.
+    let path = dp.config_path();
+    let long = std::thread::spawn(move || relay(port, peer_a, "300", "20"));
+    std::thread::sleep(Duration::from_millis(1500));
+
+    std::fs::write(&path, "version: v1alpha1\nname: [oops\n").unwrap();
+    wait_for(
+        "the refused config in /status",
+        Duration::from_secs(5),
+        || {
+            dp.status().contains("lastError")
+                && metric(&dp.metrics(), "turnpike_config_reload_failures_total") == Some(1.0)
+        },
+    );
+    let bad_field = udp_config(port, &auth(), &[&route_a]).replace("port:", "prot:");
+    std::fs::write(&path, bad_field).unwrap();
+    wait_for("the second refusal", Duration::from_secs(5), || {
+        metric(&dp.metrics(), "turnpike_config_reload_failures_total") == Some(2.0)
+    });
+    assert!(
+        dp.status().contains("listeners[0]"),
+        "field path: {}",
+        dp.status()
+    );
+
+    let good =
+        udp_config(port, &auth(), &[&route_a, &route_b]).replace("generation: 1", "generation: 2");
+    std::fs::write(&path, good).unwrap();
+    wait_for("generation 2", Duration::from_secs(5), || {
+        metric(&dp.metrics(), "turnpike_config_generation") == Some(2.0)
+    });
+
+    let r = long.join().unwrap();
+    assert_eq!(
+        r.lost,
+        Some(0),
+        "the running relay lost packets across reloads: {}",
+        r.output
+    );
+    let r = relay(port, peer_b, "20", "5");
+    assert_eq!(
+        r.lost,
+        Some(0),
+        "peer B routed after the reload: {}",
+        r.output
+    );
+}
+
+#[test]
+fn sighup_reapplies_the_file() {
+    let port = free_udp_port();
+    let dp = Dataplane::start(&udp_config(port, &auth(), &["127.0.0.1:9"]));
+    let before = metric(&dp.metrics(), "turnpike_config_reloads_total").unwrap();
+    dp.proc.signal("HUP");
+    wait_for("a reload after SIGHUP", Duration::from_secs(5), || {
+        metric(&dp.metrics(), "turnpike_config_reloads_total").unwrap() > before
+    });
+}
+
+#[test]
+fn sigterm_drains_then_exits() {
+    let (port, peer) = (free_udp_port(), free_udp_port());
+    let _echo = echo_peer(peer);
+    let route = format!("127.0.0.1:{}-{}", peer, peer + 1);
+    let mut dp = Dataplane::start_with(
+        &udp_config(port, &auth(), &[&route]),
+        &["--drain-timeout", "4s"],
+    );
+    // turnutils_uclient leaves its allocations behind, so the drain has work to wait for.
+    let r = relay(port, peer, "5", "10");
+    assert_eq!(r.lost, Some(0), "{}", r.output);
+    let start = Instant::now();
+    dp.proc.signal("TERM");
+    wait_for(
+        "/readyz to report draining",
+        Duration::from_secs(3),
+        || matches!(http_get(dp.admin, "/readyz"), Some((503, body)) if body.contains("draining")),
+    );
+    // New allocations are refused while existing ones keep their relay.
+    let r = relay(port, peer, "5", "10");
+    assert!(r.output.contains("508"), "{}", r.output);
+    let status = dp
+        .proc
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits after the grace period");
+    assert!(status.success());
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_secs(3),
+        "waited for allocations: {took:?}"
+    );
+
+    // Without allocations the drain ends at once.
+    let port = free_udp_port();
+    let mut idle = Dataplane::start_with(
+        &udp_config(port, &auth(), &["127.0.0.1:9"]),
+        &["--drain-timeout", "60s"],
+    );
+    let start = Instant::now();
+    idle.proc.signal("TERM");
+    idle.proc.wait_exit(Duration::from_secs(10)).expect("exits");
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn an_invalid_startup_config_names_the_field() {
+    let port = free_udp_port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(&path, udp_config(port, &auth(), &["10.0.0.0/33"])).unwrap();
+    let out = std::process::Command::new(turnpike_tests::turnpike_bin())
+        .args(["dataplane", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("routes[0].endpoints[0]"), "{err}");
+}

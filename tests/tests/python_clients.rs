@@ -1,0 +1,92 @@
+//! Python aioice and aiortc (independent TURN client implementations) against the built
+//! `turnpike dataplane`.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
+use turnpike_auth::ephemeral_credential;
+use turnpike_tests::{Dataplane, echo_peer, free_udp_port, python_script, udp_config};
+
+const SECRET: &str = "py-secret";
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn dataplane(port: u16, endpoints: &[&str]) -> Dataplane {
+    Dataplane::start(&udp_config(
+        port,
+        &format!("{{type: ephemeral, secret: {SECRET}}}"),
+        endpoints,
+    ))
+}
+
+#[test]
+fn aioice_allocates_and_echoes_through_the_relay() {
+    let (port, peer) = (free_udp_port(), free_udp_port());
+    let _echo = echo_peer(peer);
+    let route = format!("127.0.0.1:{peer}");
+    let _dp = dataplane(port, &[&route]);
+    let (user, pass) = ephemeral_credential(SECRET, "aioice", unix_now() + 600);
+    let (ok, out) = python_script(
+        "aioice_echo.py",
+        &[
+            "--server",
+            &format!("127.0.0.1:{port}"),
+            "--username",
+            &user,
+            "--password",
+            &pass,
+            "--peer",
+            &route,
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("\"echoed\": 20"), "{out}");
+    assert!(out.contains("\"relayed\": [\"127.0.0.1\""), "{out}");
+}
+
+#[test]
+fn aioice_expired_rest_credential_gets_401() {
+    let (port, peer) = (free_udp_port(), free_udp_port());
+    let route = format!("127.0.0.1:{peer}");
+    let dp = dataplane(port, &[&route]);
+    let (user, pass) = ephemeral_credential(SECRET, "late", unix_now() - 5);
+    let (ok, out) = python_script(
+        "aioice_echo.py",
+        &[
+            "--server",
+            &format!("127.0.0.1:{port}"),
+            "--username",
+            &user,
+            "--password",
+            &pass,
+            "--expect-error",
+            "401",
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(dp.log_text().contains("Expired"), "{}", dp.log_text());
+}
+
+#[test]
+fn two_aiortc_peers_connect_relay_only() {
+    let port = free_udp_port();
+    // Each peer's relayed address is the other's peer: the route names the relay IP.
+    let dp = dataplane(port, &["127.0.0.1"]);
+    let (user, pass) = ephemeral_credential(SECRET, "aiortc", unix_now() + 600);
+    let (ok, out) = python_script(
+        "aiortc_pair.py",
+        &[
+            "--url",
+            &format!("turn:127.0.0.1:{port}?transport=udp"),
+            "--username",
+            &user,
+            "--password",
+            &pass,
+        ],
+    );
+    assert!(ok, "{out}\n{}", dp.log_text());
+    assert!(out.contains("hello through turnpike"), "{out}");
+}
