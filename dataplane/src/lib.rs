@@ -8,6 +8,8 @@
 
 pub mod admin;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod io;
 pub mod metrics;
 pub mod proto;
