@@ -160,7 +160,7 @@ fn signed_request(
     b.attr(attr::NONCE, &nonce);
     b.integrity(
         Key::long_term(PasswordAlgorithm::Md5, "u", "fuzz", "p").as_bytes(),
-        seq % 2 == 0,
+        seq.is_multiple_of(2),
     );
     let n = b.finish(true).unwrap_or(0);
     buf.truncate(n);
