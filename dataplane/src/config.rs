@@ -88,8 +88,12 @@ pub struct LimitsConfig {
     pub max_lifetime: u32,
 }
 
+/// One browser tab easily holds 2 allocations per peer connection (UDP and TCP URIs), and
+/// REST usernames minted in the same second for one userid are identical, so 10 (eturnal's
+/// default) refuses legitimate clients; 100 still stops one leaked credential from
+/// exhausting the relay ports.
 fn default_max_allocations_per_user() -> u32 {
-    10
+    100
 }
 fn default_max_permissions() -> u32 {
     64

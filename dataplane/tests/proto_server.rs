@@ -361,6 +361,11 @@ fn later_requests_must_use_the_allocating_username() {
     other.nonce = c.nonce.clone();
     let r = h.request(&mut other, method::CREATE_PERMISSION, &peer("10.0.0.9:1"));
     assert_eq!(r.code, Some(441));
+    let r = h.request(&mut other, method::REFRESH, &|_| {});
+    assert_eq!(r.code, Some(441));
+    // A new Allocate on a 5-tuple in use is a mismatch, whoever asks.
+    let r = h.request(&mut other, method::ALLOCATE, &udp);
+    assert_eq!(r.code, Some(437));
 }
 
 #[test]

@@ -159,15 +159,23 @@ impl RecvBatch {
     }
 }
 
-/// Outgoing datagrams gathered for one `sendmmsg` per socket.
+/// Outgoing datagrams gathered for one `sendmmsg` per socket. Buffers are handed out in
+/// order; an entry refers to the buffer it leaves from, so a buffer that was filled but
+/// then dropped (no permission, say) simply stays unused until the next flush.
 pub struct SendBatch {
     bufs: Box<[[u8; BUF_LEN]]>,
+    /// Buffers handed out since the last flush.
+    used: usize,
+    /// Entry → buffer index and byte range in it.
+    slots: [u8; BATCH],
     ranges: [(u16, u16); BATCH],
     dests: Box<[libc::sockaddr_storage]>,
     dest_lens: [libc::socklen_t; BATCH],
     /// Which socket each datagram leaves from (a listener index of the worker).
     sockets: [u16; BATCH],
     count: usize,
+    /// What [`SendBatch::recv_into`] received: (length, sender, truncated).
+    received: [(usize, Option<SocketAddr>, bool); BATCH],
 }
 
 impl Default for SendBatch {
@@ -190,16 +198,24 @@ impl SendBatch {
         let zero: libc::sockaddr_storage = unsafe { MaybeUninit::zeroed().assume_init() };
         SendBatch {
             bufs: vec![[0u8; BUF_LEN]; BATCH].into_boxed_slice(),
+            used: 0,
+            slots: [0; BATCH],
             ranges: [(0, 0); BATCH],
             dests: vec![zero; BATCH].into_boxed_slice(),
             dest_lens: [0; BATCH],
             sockets: [0; BATCH],
             count: 0,
+            received: [(0, None, false); BATCH],
         }
     }
 
+    /// Buffers still free before a flush is needed.
+    pub fn free(&self) -> usize {
+        BATCH - self.used
+    }
+
     pub fn is_full(&self) -> bool {
-        self.count == BATCH
+        self.used == BATCH
     }
 
     pub fn is_empty(&self) -> bool {
@@ -208,23 +224,110 @@ impl SendBatch {
 
     /// The next free buffer, to be filled in place and then committed with [`Self::push`].
     pub fn slot(&mut self) -> &mut [u8; BUF_LEN] {
-        let i = self.count.min(BATCH - 1);
+        let i = self.used.min(BATCH - 1);
         &mut self.bufs[i]
     }
 
-    /// Commits `slot()[range]` for `dest` through socket `socket`. The caller flushes first
-    /// when the batch is full.
-    pub fn push(&mut self, socket: u16, range: std::ops::Range<usize>, dest: SocketAddr) {
-        if self.count == BATCH || range.end > BUF_LEN {
+    fn entry(&mut self, buf: usize, socket: u16, range: std::ops::Range<usize>, dest: SocketAddr) {
+        if self.count == BATCH || buf >= BATCH || range.end > BUF_LEN {
             return;
         }
         let i = self.count;
+        self.slots[i] = buf as u8;
         self.ranges[i] = (range.start as u16, range.end as u16);
         let (s, l) = to_storage(&dest);
         self.dests[i] = s;
         self.dest_lens[i] = l;
         self.sockets[i] = socket;
         self.count += 1;
+    }
+
+    /// Commits `slot()[range]` for `dest` through socket `socket`. The caller flushes first
+    /// when the batch is full.
+    pub fn push(&mut self, socket: u16, range: std::ops::Range<usize>, dest: SocketAddr) {
+        if self.used == BATCH {
+            return;
+        }
+        self.entry(self.used, socket, range, dest);
+        self.used += 1;
+    }
+
+    /// Receives up to `max` datagrams from `fd` straight into the next free buffers, each
+    /// at `offset` with room up to `end`, so they can be framed in place and sent on. One
+    /// call with `max > 1` also tells whether the queue is drained (fewer than `max`), which
+    /// saves the extra `EAGAIN` receive a single-datagram loop needs.
+    pub fn recv_into(
+        &mut self,
+        fd: RawFd,
+        max: usize,
+        offset: usize,
+        end: usize,
+    ) -> io::Result<usize> {
+        let max = max.min(self.free());
+        if max == 0 || offset >= end || end > BUF_LEN {
+            return Ok(0);
+        }
+        // SAFETY: all-zero sockaddr_storage is valid.
+        let zero: libc::sockaddr_storage = unsafe { MaybeUninit::zeroed().assume_init() };
+        let mut addrs = [zero; BATCH];
+        let mut iovs: [MaybeUninit<libc::iovec>; BATCH] = [MaybeUninit::uninit(); BATCH];
+        // SAFETY: mmsghdr is plain old data; all-zero is valid.
+        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { MaybeUninit::zeroed().assume_init() };
+        for k in 0..max {
+            iovs[k].write(libc::iovec {
+                iov_base: self.bufs[self.used + k][offset..].as_mut_ptr() as *mut libc::c_void,
+                iov_len: end - offset,
+            });
+            hdrs[k].msg_hdr.msg_name = &mut addrs[k] as *mut _ as *mut libc::c_void;
+            hdrs[k].msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            hdrs[k].msg_hdr.msg_iov = iovs[k].as_mut_ptr();
+            hdrs[k].msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: headers [0, max) point at live buffers and addresses; all outlive the call.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                hdrs.as_mut_ptr(),
+                max as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        for k in 0..n {
+            self.received[k] = (
+                hdrs[k].msg_len as usize,
+                from_storage(&addrs[k]),
+                hdrs[k].msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+            );
+        }
+        Ok(n)
+    }
+
+    /// Datagram `k` of the last [`Self::recv_into`]: its buffer, length, sender, truncation.
+    pub fn received(&mut self, k: usize) -> (&mut [u8; BUF_LEN], usize, Option<SocketAddr>, bool) {
+        let (len, from, truncated) = self.received[k.min(BATCH - 1)];
+        let i = (self.used + k).min(BATCH - 1);
+        (&mut self.bufs[i], len, from, truncated)
+    }
+
+    /// Queues received datagram `k`, now framed as `range` of its buffer, for `dest`.
+    pub fn push_received(
+        &mut self,
+        k: usize,
+        socket: u16,
+        range: std::ops::Range<usize>,
+        dest: SocketAddr,
+    ) {
+        self.entry(self.used + k, socket, range, dest);
+    }
+
+    /// Marks the `n` buffers of the last [`Self::recv_into`] as used.
+    pub fn commit_received(&mut self, n: usize) {
+        self.used = (self.used + n).min(BATCH);
     }
 
     /// Sends everything, one `sendmmsg` per run of datagrams leaving from the same socket.
@@ -248,6 +351,7 @@ impl SendBatch {
             start = end;
         }
         self.count = 0;
+        self.used = 0;
         result
     }
 
@@ -259,8 +363,9 @@ impl SendBatch {
         for k in 0..n {
             let i = start + k;
             let (a, b) = self.ranges[i];
+            let buf = self.slots[i] as usize;
             iovs[k].write(libc::iovec {
-                iov_base: self.bufs[i][a as usize..].as_mut_ptr() as *mut libc::c_void,
+                iov_base: self.bufs[buf][a as usize..].as_mut_ptr() as *mut libc::c_void,
                 iov_len: (b - a) as usize,
             });
             hdrs[k].msg_hdr.msg_name = &mut self.dests[i] as *mut _ as *mut libc::c_void;

@@ -367,6 +367,9 @@ impl Worker {
     }
 
     fn drain_relay(&mut self, alloc: usize, now: Now) {
+        /// Datagrams per receive call on a relay socket: a relay usually carries one flow,
+        /// so large batches rarely fill, but more than one tells when the queue is empty.
+        const RELAY_BATCH: usize = 8;
         let mut errors = 0;
         loop {
             if self.tx.is_full() {
@@ -375,13 +378,12 @@ impl Worker {
             let Worker {
                 tx, server, shared, ..
             } = self;
-            let Some(sock) = server.relay(alloc) else {
+            let Some(fd) = server.relay(alloc).map(|s| s.as_raw_fd()) else {
                 return;
             };
-            let slot = tx.slot();
-            let cap = BUF_LEN - PEER_TAILROOM;
-            let (len, peer) = match sock.recv_from(&mut slot[PEER_HEADROOM..cap]) {
-                Ok(r) => r,
+            let want = RELAY_BATCH.min(tx.free());
+            let n = match tx.recv_into(fd, want, PEER_HEADROOM, BUF_LEN - PEER_TAILROOM) {
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // ICMP port unreachable from an earlier send: nothing to relay, go on; a
@@ -394,14 +396,22 @@ impl Worker {
                     continue;
                 }
             };
-            if PEER_HEADROOM + len >= cap {
-                shared.metrics.oversized.fetch_add(1, Relaxed);
-                continue;
+            for k in 0..n {
+                let (buf, len, from, truncated) = tx.received(k);
+                let Some(peer) = from else { continue };
+                if truncated {
+                    shared.metrics.oversized.fetch_add(1, Relaxed);
+                    continue;
+                }
+                if let Some(ToClient { client, range }) =
+                    server.handle_peer(now, alloc, peer, &mut buf[..], len)
+                {
+                    tx.push_received(k, client.listener, range, client.addr);
+                }
             }
-            if let Some(ToClient { client, range }) =
-                server.handle_peer(now, alloc, peer, &mut slot[..], len)
-            {
-                tx.push(client.listener, range, client.addr);
+            tx.commit_received(n);
+            if n < want {
+                return;
             }
         }
     }

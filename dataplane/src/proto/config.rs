@@ -16,7 +16,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_allocations_per_user: 10,
+            max_allocations_per_user: 100,
             max_permissions_per_allocation: 64,
             max_lifetime_secs: 3600,
         }

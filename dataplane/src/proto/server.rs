@@ -243,9 +243,9 @@ impl<P: RelayPorts> Server<P> {
             Class::Success | Class::Error => return ClientAction::None,
         }
         if msg.method != method::BINDING
-            && let Some(cached) = self
-                .transactions
-                .get(&client, &msg.transaction_id, now.instant)
+            && let Some(cached) =
+                self.transactions
+                    .get(&client, &msg.transaction_id, msg.raw(), now.instant)
         {
             let n = cached.len().min(out.len());
             out[..n].copy_from_slice(&cached[..n]);
@@ -291,8 +291,13 @@ impl<P: RelayPorts> Server<P> {
                     _ => self.channel_bind(now, client, msg, &auth, out),
                 };
                 if len > 0 {
-                    self.transactions
-                        .insert(client, msg.transaction_id, &out[..len], now.instant);
+                    self.transactions.insert(
+                        client,
+                        msg.transaction_id,
+                        msg.raw(),
+                        &out[..len],
+                        now.instant,
+                    );
                 }
                 len
             }
@@ -439,8 +444,9 @@ impl<P: RelayPorts> Server<P> {
             kind,
             username: username.into(),
         };
-        if existing.is_some() {
-            // Valid credentials, but not the ones that created this allocation.
+        if existing.is_some() && msg.method != method::ALLOCATE {
+            // Valid credentials, but not the ones that created this allocation. (A new
+            // Allocate on a taken 5-tuple is answered 437 by `allocate` instead.)
             self.stats.auth_failures += 1;
             return Err(self.error(out, msg, 441, "Wrong Credentials", Some(&auth), |_| {}));
         }

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: the same turnutils_uclient load against Turnpike and coturn in
+# one run, on 127.0.0.1. For each server it prints loss, average RTT, and relayed packets
+# per CPU-second of the server process (utime+stime from /proc/PID/stat), then the ratio.
+#
+#   tests/bench/uclient-vs-coturn.sh [--clients 100] [--messages 2000] [--size 160]
+#                                    [--pace-ms 1] [--rounds 3] [--workers N]
+#
+# Servers run one at a time with the load, alternating over rounds, so they never compete
+# for the two cores with each other; loader and echo peer share the machine with both.
+set -euo pipefail
+
+clients=100 messages=2000 size=160 pace=1 rounds=3 workers=$(nproc)
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --clients) clients=$2; shift 2 ;;
+    --messages) messages=$2; shift 2 ;;
+    --size) size=$2; shift 2 ;;
+    --pace-ms) pace=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
+    --workers) workers=$2; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+bin="${TURNPIKE_BIN:-$root/target/release/turnpike}"
+[ -x "$bin" ] || (cd "$root" && cargo build --release --quiet)
+for tool in turnserver turnutils_uclient turnutils_peer; do
+  command -v "$tool" >/dev/null || { echo "$tool missing: apt-get install coturn" >&2; exit 2; }
+done
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+secret=bench-secret
+peer=$(free_port); while [ $((peer % 2)) -ne 0 ] || [ "$peer" -gt 65000 ]; do peer=$(free_port); done
+tp_port=$(free_port); ct_port=$(free_port)
+admin=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+
+turnutils_peer -L 127.0.0.1 -p "$peer" >/dev/null 2>&1 & pids+=($!)
+
+cat > "$work/turnpike.yaml" <<EOF
+version: v1alpha1
+name: bench/turnpike
+realm: bench
+auth: {type: ephemeral, secret: $secret}
+limits: {maxAllocationsPerUser: 100000}
+listeners:
+  - {name: udp, protocol: TURN-UDP, address: 127.0.0.1, port: $tp_port, routes: [bench/echo]}
+routes:
+  - {name: bench/echo, endpoints: ["127.0.0.1:$peer-$((peer + 1))"]}
+EOF
+RUST_LOG=warn "$bin" dataplane --config "$work/turnpike.yaml" --workers "$workers" \
+  --admin "127.0.0.1:$admin" --drain-timeout 0s >"$work/turnpike.log" 2>&1 & pids+=($!)
+tp_pid=$!
+
+: > "$work/empty.conf"
+turnserver -c "$work/empty.conf" -n --listening-ip=127.0.0.1 --relay-ip=127.0.0.1 \
+  --listening-port="$ct_port" --realm=bench --use-auth-secret --static-auth-secret="$secret" \
+  --allow-loopback-peers --no-cli --no-tls --no-dtls --no-tcp-relay \
+  --relay-threads="$workers" --log-file=stdout >"$work/coturn.log" 2>&1 & pids+=($!)
+ct_pid=$!
+sleep 1.5
+kill -0 "$tp_pid" "$ct_pid"
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+
+declare -A pk cpu lost rtt
+for name in turnpike coturn; do pk[$name]=0; cpu[$name]=0; lost[$name]=0; rtt[$name]=0; done
+
+run_one() { # name pid port
+  local name=$1 pid=$2 port=$3 before after out l r
+  before=$(cpu_ticks "$pid")
+  out=$(timeout 600 turnutils_uclient -p "$port" -e 127.0.0.1 -r "$peer" -m "$clients" \
+        -n "$messages" -l "$size" -z "$pace" -c -X -W "$secret" 127.0.0.1 2>&1 || true)
+  after=$(cpu_ticks "$pid")
+  l=$(sed -n 's/.*Total lost packets \([0-9]*\).*/\1/p' <<<"$out" | tail -1)
+  r=$(sed -n 's/.*Average round trip delay \([0-9.]*\) ms.*/\1/p' <<<"$out" | tail -1)
+  if [ -z "$l" ]; then echo "$name: uclient failed:" >&2; tail -5 <<<"$out" >&2; exit 1; fi
+  lost[$name]=$((lost[$name] + l))
+  rtt[$name]=$(python3 -c "print(${rtt[$name]} + $r)")
+  cpu[$name]=$((cpu[$name] + after - before))
+  # Every echoed message is relayed twice (client→peer and peer→client).
+  pk[$name]=$((pk[$name] + 2 * (clients * messages - l)))
+  printf '  round %d %-8s lost %-6s rtt %6s ms  cpu %5.2f s\n' "$round" "$name" "$l" "$r" \
+    "$(python3 -c "print(($after - $before) / $hz)")"
+}
+
+echo "load: $clients clients x $messages messages x $size bytes, pace ${pace} ms, $rounds round(s), $workers workers"
+for round in $(seq 1 "$rounds"); do
+  if [ $((round % 2)) -eq 1 ]; then
+    run_one turnpike "$tp_pid" "$tp_port"; run_one coturn "$ct_pid" "$ct_port"
+  else
+    run_one coturn "$ct_pid" "$ct_port"; run_one turnpike "$tp_pid" "$tp_port"
+  fi
+done
+
+python3 - "$hz" "$rounds" "$clients" "$messages" \
+  "${pk[turnpike]}" "${cpu[turnpike]}" "${lost[turnpike]}" "${rtt[turnpike]}" \
+  "${pk[coturn]}" "${cpu[coturn]}" "${lost[coturn]}" "${rtt[coturn]}" <<'EOF'
+import sys
+hz, rounds, clients, messages = (int(x) for x in sys.argv[1:5])
+def row(pk, cpu, lost, rtt):
+    secs = int(cpu) / hz
+    return int(pk), secs, int(lost), float(rtt) / rounds, (int(pk) / secs if secs else float("inf"))
+tp = row(*sys.argv[5:9]); ct = row(*sys.argv[9:13])
+sent = rounds * clients * messages
+print()
+print(f"{'server':<10}{'relayed pkts':>14}{'cpu s':>9}{'lost':>8}{'loss %':>9}{'avg rtt ms':>12}{'pkts/cpu-s':>13}")
+for name, (pk, secs, lost, rtt, rate) in (("turnpike", tp), ("coturn", ct)):
+    print(f"{name:<10}{pk:>14}{secs:>9.2f}{lost:>8}{100*lost/sent:>9.3f}{rtt:>12.2f}{rate:>13.0f}")
+ratio = tp[4] / ct[4] if ct[4] else float("inf")
+print(f"\nturnpike / coturn packets per CPU-second: {ratio:.2f}x")
+EOF

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Runs Turnpike's whole test suite on a fresh machine. It installs what the tests need
+# (Debian's coturn for turnutils_*, a Python venv with aioice/aiortc under ~/.cache),
+# checks formatting and lints, builds the release binary, and runs every test: the
+# protocol core, RFC 5769 vectors, the fuzz corpora, and the end-to-end tests with real
+# third-party clients on 127.0.0.1. Finally it runs a short side-by-side benchmark
+# against coturn (set TURNPIKE_SKIP_BENCH=1 to leave it out).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/turnpike"
+mkdir -p "$cache"
+
+step() { printf '\n==> %s\n' "$*"; }
+sudo_cmd=()
+[ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+
+packages=()
+command -v turnutils_uclient >/dev/null 2>&1 || packages+=(coturn)
+command -v python3 >/dev/null 2>&1 || packages+=(python3 python3-venv)
+if [ ${#packages[@]} -gt 0 ]; then
+  step "apt-get install ${packages[*]}"
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${packages[@]}" >/dev/null
+fi
+
+venv="$cache/venv"
+if ! "$venv/bin/python" -c "import aioice, aiortc" >/dev/null 2>&1; then
+  step "Python venv with aioice and aiortc ($venv)"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r tests/python/requirements.txt
+fi
+export TURNPIKE_PYTHON="$venv/bin/python"
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "cargo build --release"
+cargo build --release --workspace --quiet
+export TURNPIKE_BIN="$root/target/release/turnpike"
+
+step "cargo test (unit, RFC 5769, fuzz corpora, end-to-end with real clients)"
+cargo test --workspace --release --no-fail-fast 2>&1 | tee "$cache/test.log"
+
+if [ -z "${TURNPIKE_SKIP_BENCH:-}" ]; then
+  step "benchmark: Turnpike and coturn side by side (short run)"
+  tests/bench/uclient-vs-coturn.sh --clients 50 --messages 1000 --rounds 1
+fi
+
+step "all tests passed"
