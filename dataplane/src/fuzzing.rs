@@ -51,7 +51,8 @@ impl RelayPorts for NullRelays {
     fn close(&mut self, _: AllocId, _: ()) {}
 }
 
-const CONFIG: &str = r#"
+/// The config fuzzed servers run: static user `u`/`p`, realm `fuzz`, peers in 10/8.
+pub const CONFIG: &str = r#"
 version: v1alpha1
 name: fuzz/gw
 realm: fuzz
@@ -140,7 +141,9 @@ fn record(kind: u8, bytes: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(bytes);
 }
 
-fn signed_request(
+/// A request from client `192.0.2.<client>:5000` signed for user `u` with the nonce a
+/// server keyed `[1; 32]` issues at Unix time 1_800_000_000 (see [`server_packets`]).
+pub fn signed_request(
     client: u8,
     seq: u8,
     method: u16,
