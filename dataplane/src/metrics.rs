@@ -23,6 +23,7 @@ pub struct Metrics {
     pub dropped_no_permission: AtomicU64,
     pub send_failures: AtomicU64,
     pub retransmits: AtomicU64,
+    pub challenges_suppressed: AtomicU64,
     pub allocations_created: AtomicU64,
     pub allocations_deleted: AtomicU64,
     pub config_reloads: AtomicU64,
@@ -53,6 +54,8 @@ impl Metrics {
         self.dropped_no_permission
             .fetch_add(stats.dropped_no_permission, Relaxed);
         self.retransmits.fetch_add(stats.retransmits, Relaxed);
+        self.challenges_suppressed
+            .fetch_add(stats.challenges_suppressed, Relaxed);
         self.allocations_created
             .fetch_add(stats.allocations_created, Relaxed);
         self.allocations_deleted
@@ -118,6 +121,11 @@ impl Metrics {
             "turnpike_retransmitted_requests_total",
             "Requests answered from the transaction cache.",
             self.retransmits.load(Relaxed),
+        );
+        counter(
+            "turnpike_suppressed_challenges_total",
+            "401/438 answers not sent because the source exceeded its rate limit.",
+            self.challenges_suppressed.load(Relaxed),
         );
         counter(
             "turnpike_config_reloads_total",

@@ -110,7 +110,7 @@ struct Client {
     username: String,
     password: String,
     nonce: Vec<u8>,
-    seq: u8,
+    seq: u32,
 }
 
 /// A parsed response, owned.
@@ -215,9 +215,15 @@ impl Harness {
     }
 }
 
+fn tid_of(seq: u32) -> [u8; 12] {
+    let mut t = [0u8; 12];
+    t[8..].copy_from_slice(&seq.to_be_bytes());
+    t
+}
+
 fn build(c: &mut Client, m: u16, body: &dyn Fn(&mut MessageBuilder<'_>), sign: bool) -> Vec<u8> {
     c.seq += 1;
-    let tid = [c.seq; 12];
+    let tid = tid_of(c.seq);
     let mut buf = vec![0u8; 1500];
     let mut b = MessageBuilder::new(&mut buf, m, Class::Request, &tid);
     body(&mut b);
@@ -525,7 +531,7 @@ fn send_and_data_indications() {
     allocate(&mut h, &mut c);
     let send = |c: &mut Client, p: &str| {
         let mut buf = vec![0u8; 256];
-        let mut b = MessageBuilder::new(&mut buf, method::SEND, Class::Indication, &[c.seq; 12]);
+        let mut b = MessageBuilder::new(&mut buf, method::SEND, Class::Indication, &tid_of(c.seq));
         b.xor_address(attr::XOR_PEER_ADDRESS, p.parse().unwrap());
         b.attr(attr::DATA, b"ping");
         let n = b.finish(true).unwrap();
@@ -666,7 +672,7 @@ fn message_integrity_sha256_is_verified_and_answered_in_kind() {
     let mut c = h.client("192.0.2.7:4242", "alice");
     let _ = h.request(&mut c, method::REFRESH, &|_| {});
     c.seq += 1;
-    let tid = [c.seq; 12];
+    let tid = tid_of(c.seq);
     let mut buf = vec![0u8; 512];
     let mut b = MessageBuilder::new(&mut buf, method::ALLOCATE, Class::Request, &tid);
     udp(&mut b);
@@ -715,4 +721,25 @@ fn garbage_is_counted_never_answered() {
         assert_eq!(h.send(&c, b), ClientAction::None, "{b:?}");
     }
     assert_eq!(h.server.stats().malformed, bad.len() as u64);
+}
+
+#[test]
+fn unauthenticated_answers_are_rate_limited_per_source() {
+    let mut h = Harness::new();
+    let mut c = h.client("192.0.2.7:4242", "alice");
+    let mut answered = 0;
+    for _ in 0..300 {
+        let req = build(&mut c, method::ALLOCATE, &udp, false);
+        if h.reply(&c, &req).is_some() {
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 200, "burst of 200, then silence");
+    assert_eq!(h.server.stats().challenges_suppressed, 100);
+    // Another source is unaffected, and the budget refills with time.
+    let mut d = h.client("198.51.100.1:1", "bob");
+    allocate(&mut h, &mut d);
+    h.elapsed += Duration::from_secs(1);
+    let req = build(&mut c, method::ALLOCATE, &udp, false);
+    assert_eq!(h.reply(&c, &req).unwrap().code, Some(401));
 }

@@ -11,6 +11,7 @@ pub mod error;
 pub mod integrity;
 pub mod message;
 pub mod nonce;
+pub mod ratelimit;
 pub mod server;
 pub mod stats;
 pub mod transactions;

@@ -45,6 +45,14 @@ impl NonceKey {
         out
     }
 
+    /// A key for hashing sources in the challenge rate limiter, derived from the secret so
+    /// bucket collisions cannot be aimed at a victim.
+    pub fn limiter_key(&self) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.mac(0, &SocketAddr::from(([0, 0, 0, 0], 0)))[..8]);
+        u64::from_le_bytes(b)
+    }
+
     pub fn issue(&self, unix: u64, client: &SocketAddr) -> [u8; NONCE_LEN] {
         let ts = unix as u32;
         let mut out = [0u8; NONCE_LEN];

@@ -19,6 +19,7 @@ use super::error::RelayError;
 use super::integrity::{self, IntegrityKind, Key, PasswordAlgorithm};
 use super::message::{self, Class, Message, MessageBuilder, method};
 use super::nonce::{NonceCheck, NonceKey};
+use super::ratelimit::ChallengeLimiter;
 use super::stats::Stats;
 use super::transactions::TransactionCache;
 
@@ -109,6 +110,7 @@ pub struct Server<P: RelayPorts> {
     stats: Stats,
     draining: bool,
     indication_seq: u64,
+    challenges: ChallengeLimiter,
 }
 
 fn lifetime_secs(requested: Option<u32>, max: u32) -> u32 {
@@ -122,6 +124,7 @@ fn lifetime_secs(requested: Option<u32>, max: u32) -> u32 {
 impl<P: RelayPorts> Server<P> {
     pub fn new(config: Arc<ServerConfig>, nonce: NonceKey, quota: Arc<UserQuota>) -> Self {
         let stats = Stats::new(config.counters.len());
+        let challenges = ChallengeLimiter::new(nonce.limiter_key());
         Server {
             config,
             nonce,
@@ -132,6 +135,7 @@ impl<P: RelayPorts> Server<P> {
             stats,
             draining: false,
             indication_seq: 0,
+            challenges,
         }
     }
 
@@ -280,6 +284,7 @@ impl<P: RelayPorts> Server<P> {
             | method::CHANNEL_BIND => {
                 let auth = match self.authenticate(now, client, msg, out) {
                     Ok(a) => a,
+                    Err(0) => return ClientAction::None,
                     Err(len) => return ClientAction::Reply(len),
                 };
                 let len = match msg.method {
@@ -329,15 +334,20 @@ impl<P: RelayPorts> Server<P> {
         b.finish(msg.has(attr::FINGERPRINT)).unwrap_or(0)
     }
 
-    /// 401/438 with a fresh nonce and the realm, so the client can (re)try.
+    /// 401/438 with a fresh nonce and the realm, so the client can (re)try. Rate-limited
+    /// per source IP (returns 0, i.e. no answer, beyond the limit).
     fn challenge(
-        &self,
+        &mut self,
         now: Now,
         client: ClientKey,
         msg: &Message<'_>,
         out: &mut [u8],
         code: u16,
     ) -> usize {
+        if !self.challenges.allow(client.addr.ip(), now.instant) {
+            self.stats.challenges_suppressed += 1;
+            return 0;
+        }
         let reason = if code == 438 {
             "Stale Nonce"
         } else {

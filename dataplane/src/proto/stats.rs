@@ -28,6 +28,8 @@ pub struct Stats {
     pub dropped_no_allocation: u64,
     pub dropped_no_permission: u64,
     pub retransmits: u64,
+    /// 401/438 answers dropped by the per-source rate limit.
+    pub challenges_suppressed: u64,
     pub allocations_created: u64,
     pub allocations_deleted: u64,
     /// Indexed by `CounterId` of the config current when counted.
