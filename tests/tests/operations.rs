@@ -200,3 +200,60 @@ fn an_invalid_startup_config_names_the_field() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("routes[0].endpoints[0]"), "{err}");
 }
+
+#[test]
+fn garbage_datagrams_are_dropped_and_counted_and_service_goes_on() {
+    let (port, peer) = (free_udp_port(), free_udp_port());
+    let _echo = echo_peer(peer);
+    let route = format!("127.0.0.1:{}-{}", peer, peer + 1);
+    let dp = Dataplane::start(&udp_config(port, &auth(), &[&route]));
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let target = ("127.0.0.1", port);
+    let mut seed: u32 = 0x1234_5678;
+    let mut sent = 0;
+    for i in 0..2000usize {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        let len = (seed as usize) % 300;
+        let mut d: Vec<u8> = (0..len).map(|k| (seed >> (k % 24)) as u8).collect();
+        match i % 4 {
+            // STUN-looking header with a lying length.
+            0 if d.len() >= 20 => {
+                d[0] = 0;
+                d[1] = 1;
+                d[2..4].copy_from_slice(&(len as u16 + 40).to_be_bytes());
+                d[4..8].copy_from_slice(&0x2112_A442u32.to_be_bytes());
+            }
+            // ChannelData for a channel nobody bound.
+            1 if d.len() >= 4 => d[0] = 0x40,
+            _ => {}
+        }
+        if d.first().is_some_and(|b| b & 0xC0 == 0x40) {
+            // ChannelData without an allocation is counted as dropped, not malformed.
+            continue;
+        }
+        sock.send_to(&d, target).unwrap();
+        sent += 1;
+    }
+    // Larger than any receive buffer: truncated by the kernel, dropped as oversized.
+    sock.send_to(&vec![0u8; 20_000], target).unwrap();
+    let malformed = dp.wait_metric(
+        "turnpike_malformed_packets_total",
+        sent as f64,
+        Duration::from_secs(5),
+    );
+    assert!(
+        malformed >= sent as f64 * 0.95,
+        "malformed {malformed} of {sent}"
+    );
+    assert!(
+        dp.wait_metric(
+            "turnpike_oversized_packets_total",
+            1.0,
+            Duration::from_secs(3)
+        ) >= 1.0
+    );
+    let r = relay(port, peer, "20", "5");
+    assert_eq!(r.lost, Some(0), "still relaying: {}", r.output);
+}
