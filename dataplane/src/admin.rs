@@ -34,6 +34,8 @@ async fn readyz(State(s): State<AdminState>) -> Response {
         (StatusCode::OK, "ready\n").into_response()
     } else if s.status.draining.load(Relaxed) {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else if let Some(e) = s.status.listener_error() {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("listener {e}\n")).into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "no config applied yet\n").into_response()
     }

@@ -239,8 +239,22 @@ pub struct ListenerStatus {
 }
 
 impl Status {
+    /// Ready once a config is applied, while not draining, and with every listener this
+    /// dataplane serves bound (a listener whose port is taken keeps the pod out of the
+    /// Service instead of blackholing its clients).
     pub fn is_ready(&self) -> bool {
-        self.applied.load(Relaxed) && !self.draining.load(Relaxed)
+        self.applied.load(Relaxed)
+            && !self.draining.load(Relaxed)
+            && self.listener_error().is_none()
+    }
+
+    /// The first listener that failed to bind, as `name: error`.
+    pub fn listener_error(&self) -> Option<String> {
+        let d = self.detail.lock().ok()?;
+        d.listeners
+            .iter()
+            .find(|l| l.state.starts_with("error"))
+            .map(|l| format!("{}: {}", l.name, l.state))
     }
 
     pub fn set_listener_state(&self, name: &str, state: String) {

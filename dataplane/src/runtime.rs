@@ -220,6 +220,10 @@ fn spawn_watcher(
 pub async fn run(opts: Options) -> Result<(), RuntimeError> {
     let source = opts.config.display().to_string();
     let cfg = DataplaneConfig::from_file(&opts.config)?;
+    match io::limits::raise_open_files() {
+        Ok(n) => tracing::info!(open_files = n, "each allocation holds one relay socket"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     let mut last_text = std::fs::read_to_string(&opts.config).unwrap_or_default();
     let mut dp = Dataplane::start(cfg, opts.workers, &source).map_err(RuntimeError::Workers)?;
 

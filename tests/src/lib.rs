@@ -173,6 +173,13 @@ impl Dataplane {
     }
 
     pub fn start_with(yaml: &str, extra: &[&str]) -> Dataplane {
+        let dp = Self::spawn(yaml, extra);
+        dp.wait_ready(Duration::from_secs(10));
+        dp
+    }
+
+    /// Starts the dataplane without waiting for it to become ready.
+    pub fn spawn(yaml: &str, extra: &[&str]) -> Dataplane {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("dataplane.yaml");
         std::fs::write(&cfg, yaml).unwrap();
@@ -188,14 +195,12 @@ impl Dataplane {
             .stdout(logf.try_clone().unwrap())
             .stderr(logf);
         let proc = Proc::spawn("turnpike dataplane", &mut cmd);
-        let dp = Dataplane {
+        Dataplane {
             proc,
             dir,
             admin,
             log,
-        };
-        dp.wait_ready(Duration::from_secs(10));
-        dp
+        }
     }
 
     pub fn wait_ready(&self, timeout: Duration) {

@@ -257,3 +257,21 @@ fn garbage_datagrams_are_dropped_and_counted_and_service_goes_on() {
     let r = relay(port, peer, "20", "5");
     assert_eq!(r.lost, Some(0), "still relaying: {}", r.output);
 }
+
+#[test]
+fn a_listener_that_cannot_bind_keeps_the_dataplane_unready() {
+    // A plain socket (without SO_REUSEPORT) holds the port.
+    let squatter = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = squatter.local_addr().unwrap().port();
+    let dp = Dataplane::spawn(&udp_config(port, &auth(), &["127.0.0.1:9"]), &[]);
+    wait_for(
+        "/readyz to name the listener",
+        Duration::from_secs(10),
+        || matches!(http_get(dp.admin, "/readyz"), Some((503, body)) if body.contains("listener udp")),
+    );
+    assert!(
+        dp.status().contains("error: bind 127.0.0.1:"),
+        "{}",
+        dp.status()
+    );
+}

@@ -1,6 +1,7 @@
 //! The I/O shell around the protocol core: UDP workers, relay sockets, batched syscalls.
 
 pub mod batch;
+pub mod limits;
 pub mod relay;
 pub mod worker;
 
