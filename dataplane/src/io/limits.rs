@@ -25,5 +25,5 @@ pub fn raise_open_files() -> io::Result<u64> {
         }
         lim.rlim_cur = lim.rlim_max;
     }
-    Ok(lim.rlim_cur as u64)
+    Ok(lim.rlim_cur)
 }
