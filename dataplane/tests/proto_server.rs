@@ -3,6 +3,10 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
+mod common;
+
+use common::{Client, Resp, build, tid_of};
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -105,38 +109,6 @@ struct Harness {
     out: Vec<u8>,
 }
 
-struct Client {
-    key: ClientKey,
-    username: String,
-    password: String,
-    nonce: Vec<u8>,
-    seq: u32,
-}
-
-/// A parsed response, owned.
-#[derive(Debug)]
-struct Resp {
-    class: Class,
-    code: Option<u16>,
-    raw: Vec<u8>,
-}
-
-impl Resp {
-    fn attr(&self, typ: u16) -> Option<Vec<u8>> {
-        Message::parse(&self.raw)
-            .unwrap()
-            .get(typ)
-            .map(<[u8]>::to_vec)
-    }
-    fn xor_addr(&self, typ: u16) -> SocketAddr {
-        let m = Message::parse(&self.raw).unwrap();
-        attr::decode_xor_address(m.get(typ).unwrap(), &m.transaction_id).unwrap()
-    }
-    fn lifetime(&self) -> u32 {
-        u32::from_be_bytes(self.attr(attr::LIFETIME).unwrap().try_into().unwrap())
-    }
-}
-
 impl Harness {
     fn new() -> Self {
         Self::with_config(config(""))
@@ -182,18 +154,7 @@ impl Harness {
     }
     fn reply(&mut self, c: &Client, data: &[u8]) -> Option<Resp> {
         match self.send(c, data) {
-            ClientAction::Reply(n) => {
-                let raw = self.out[..n].to_vec();
-                let m = Message::parse(&raw).expect("server replies are valid STUN");
-                let code = m
-                    .get(attr::ERROR_CODE)
-                    .map(|v| attr::decode_error_code(v).unwrap().0);
-                Some(Resp {
-                    class: m.class,
-                    code,
-                    raw,
-                })
-            }
+            ClientAction::Reply(n) => Some(Resp::parse(&self.out[..n])),
             _ => None,
         }
     }
@@ -213,35 +174,6 @@ impl Harness {
         }
         panic!("challenge loop");
     }
-}
-
-fn tid_of(seq: u32) -> [u8; 12] {
-    let mut t = [0u8; 12];
-    t[8..].copy_from_slice(&seq.to_be_bytes());
-    t
-}
-
-fn build(c: &mut Client, m: u16, body: &dyn Fn(&mut MessageBuilder<'_>), sign: bool) -> Vec<u8> {
-    c.seq += 1;
-    let tid = tid_of(c.seq);
-    let mut buf = vec![0u8; 1500];
-    let mut b = MessageBuilder::new(&mut buf, m, Class::Request, &tid);
-    body(&mut b);
-    if sign && !c.nonce.is_empty() {
-        b.attr(attr::USERNAME, c.username.as_bytes());
-        b.attr(attr::REALM, b"turnpike.dev");
-        b.attr(attr::NONCE, &c.nonce);
-        let key = Key::long_term(
-            PasswordAlgorithm::Md5,
-            &c.username,
-            "turnpike.dev",
-            &c.password,
-        );
-        b.integrity(key.as_bytes(), false);
-    }
-    let n = b.finish(true).unwrap();
-    buf.truncate(n);
-    buf
 }
 
 fn udp(b: &mut MessageBuilder<'_>) {
