@@ -74,12 +74,70 @@ fn from_storage(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
+/// What one receive call reported for a datagram: length, sender, and whether the kernel
+/// cut it short because the buffer was too small.
+type Received = (usize, Option<SocketAddr>, bool);
+
+/// One `recvmmsg` into the buffers `bufs` yields (pointer and length), at most [`BATCH`].
+///
+/// # Safety
+/// Every pointer must be valid for writes of its length for the duration of the call and
+/// the buffers must not overlap.
+unsafe fn recv_batch(
+    fd: RawFd,
+    bufs: impl Iterator<Item = (*mut u8, usize)>,
+    meta: &mut [Received; BATCH],
+) -> io::Result<usize> {
+    // SAFETY: all-zero sockaddr_storage is valid.
+    let zero: libc::sockaddr_storage = unsafe { MaybeUninit::zeroed().assume_init() };
+    let mut addrs = [zero; BATCH];
+    let mut iovs: [MaybeUninit<libc::iovec>; BATCH] = [MaybeUninit::uninit(); BATCH];
+    // SAFETY: mmsghdr is plain old data; all-zero is valid.
+    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { MaybeUninit::zeroed().assume_init() };
+    let mut count = 0;
+    for (k, (ptr, len)) in bufs.take(BATCH).enumerate() {
+        iovs[k].write(libc::iovec {
+            iov_base: ptr as *mut libc::c_void,
+            iov_len: len,
+        });
+        hdrs[k].msg_hdr.msg_name = &mut addrs[k] as *mut _ as *mut libc::c_void;
+        hdrs[k].msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        hdrs[k].msg_hdr.msg_iov = iovs[k].as_mut_ptr();
+        hdrs[k].msg_hdr.msg_iovlen = 1;
+        count = k + 1;
+    }
+    if count == 0 {
+        return Ok(0);
+    }
+    // SAFETY: headers [0, count) point at the caller's live buffers and at `addrs`, all of
+    // which outlive the call.
+    let n = unsafe {
+        libc::recvmmsg(
+            fd,
+            hdrs.as_mut_ptr(),
+            count as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    for k in 0..n {
+        meta[k] = (
+            hdrs[k].msg_len as usize,
+            from_storage(&addrs[k]),
+            hdrs[k].msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+        );
+    }
+    Ok(n)
+}
+
 /// A set of receive buffers filled by one `recvmmsg`.
 pub struct RecvBatch {
     bufs: Box<[[u8; BUF_LEN]]>,
-    addrs: Box<[libc::sockaddr_storage]>,
-    lens: [usize; BATCH],
-    truncated: [bool; BATCH],
+    meta: [Received; BATCH],
     count: usize,
 }
 
@@ -91,52 +149,18 @@ impl Default for RecvBatch {
 
 impl RecvBatch {
     pub fn new() -> Self {
-        // SAFETY: all-zero sockaddr_storage is valid.
-        let zero: libc::sockaddr_storage = unsafe { MaybeUninit::zeroed().assume_init() };
         RecvBatch {
             bufs: vec![[0u8; BUF_LEN]; BATCH].into_boxed_slice(),
-            addrs: vec![zero; BATCH].into_boxed_slice(),
-            lens: [0; BATCH],
-            truncated: [false; BATCH],
+            meta: [(0, None, false); BATCH],
             count: 0,
         }
     }
 
-    /// Receives up to [`BATCH`] datagrams. `Ok(0)` never happens: an empty socket gives
-    /// `WouldBlock`.
+    /// Receives up to [`BATCH`] datagrams. An empty socket gives `WouldBlock`.
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
-        let mut iovs: [MaybeUninit<libc::iovec>; BATCH] = [MaybeUninit::uninit(); BATCH];
-        // SAFETY: mmsghdr is plain old data; all-zero is valid.
-        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { MaybeUninit::zeroed().assume_init() };
-        for i in 0..BATCH {
-            iovs[i].write(libc::iovec {
-                iov_base: self.bufs[i].as_mut_ptr() as *mut libc::c_void,
-                iov_len: BUF_LEN,
-            });
-            hdrs[i].msg_hdr.msg_name = &mut self.addrs[i] as *mut _ as *mut libc::c_void;
-            hdrs[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            hdrs[i].msg_hdr.msg_iov = iovs[i].as_mut_ptr();
-            hdrs[i].msg_hdr.msg_iovlen = 1;
-        }
-        // SAFETY: every header points at a live buffer and address of this batch, and the
-        // arrays outlive the call.
-        let n = unsafe {
-            libc::recvmmsg(
-                fd,
-                hdrs.as_mut_ptr(),
-                BATCH as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let n = n as usize;
-        for (i, h) in hdrs.iter().enumerate().take(n) {
-            self.lens[i] = h.msg_len as usize;
-            self.truncated[i] = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-        }
+        let bufs = self.bufs.iter_mut().map(|b| (b.as_mut_ptr(), BUF_LEN));
+        // SAFETY: each buffer is a distinct, live array of BUF_LEN bytes owned by self.
+        let n = unsafe { recv_batch(fd, bufs, &mut self.meta) }?;
         self.count = n;
         Ok(n)
     }
@@ -154,8 +178,8 @@ impl RecvBatch {
         if i >= self.count {
             return None;
         }
-        let from = from_storage(&self.addrs[i])?;
-        Some((&self.bufs[i][..self.lens[i]], from, self.truncated[i]))
+        let (len, from, truncated) = self.meta[i];
+        Some((&self.bufs[i][..len.min(BUF_LEN)], from?, truncated))
     }
 }
 
@@ -175,7 +199,7 @@ pub struct SendBatch {
     sockets: [u16; BATCH],
     count: usize,
     /// What [`SendBatch::recv_into`] received: (length, sender, truncated).
-    received: [(usize, Option<SocketAddr>, bool); BATCH],
+    received: [Received; BATCH],
 }
 
 impl Default for SendBatch {
@@ -267,44 +291,11 @@ impl SendBatch {
         if max == 0 || offset >= end || end > BUF_LEN {
             return Ok(0);
         }
-        // SAFETY: all-zero sockaddr_storage is valid.
-        let zero: libc::sockaddr_storage = unsafe { MaybeUninit::zeroed().assume_init() };
-        let mut addrs = [zero; BATCH];
-        let mut iovs: [MaybeUninit<libc::iovec>; BATCH] = [MaybeUninit::uninit(); BATCH];
-        // SAFETY: mmsghdr is plain old data; all-zero is valid.
-        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { MaybeUninit::zeroed().assume_init() };
-        for k in 0..max {
-            iovs[k].write(libc::iovec {
-                iov_base: self.bufs[self.used + k][offset..].as_mut_ptr() as *mut libc::c_void,
-                iov_len: end - offset,
-            });
-            hdrs[k].msg_hdr.msg_name = &mut addrs[k] as *mut _ as *mut libc::c_void;
-            hdrs[k].msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            hdrs[k].msg_hdr.msg_iov = iovs[k].as_mut_ptr();
-            hdrs[k].msg_hdr.msg_iovlen = 1;
-        }
-        // SAFETY: headers [0, max) point at live buffers and addresses; all outlive the call.
-        let n = unsafe {
-            libc::recvmmsg(
-                fd,
-                hdrs.as_mut_ptr(),
-                max as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let n = n as usize;
-        for k in 0..n {
-            self.received[k] = (
-                hdrs[k].msg_len as usize,
-                from_storage(&addrs[k]),
-                hdrs[k].msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
-            );
-        }
-        Ok(n)
+        let bufs = self.bufs[self.used..self.used + max]
+            .iter_mut()
+            .map(|b| (b[offset..].as_mut_ptr(), end - offset));
+        // SAFETY: each range [offset, end) lies inside a distinct, live buffer owned by self.
+        unsafe { recv_batch(fd, bufs, &mut self.received) }
     }
 
     /// Datagram `k` of the last [`Self::recv_into`]: its buffer, length, sender, truncation.

@@ -315,6 +315,23 @@ impl<P: RelayPorts> Server<P> {
         }
     }
 
+    /// Builds a response of `class`, signed when the request authenticated.
+    fn respond(
+        &self,
+        out: &mut [u8],
+        msg: &Message<'_>,
+        class: Class,
+        auth: Option<&Authenticated>,
+        body: impl FnOnce(&mut MessageBuilder<'_>),
+    ) -> usize {
+        let mut b = MessageBuilder::new(out, msg.method, class, &msg.transaction_id);
+        body(&mut b);
+        if let Some(a) = auth {
+            b.integrity(a.key.as_bytes(), a.kind == IntegrityKind::Sha256);
+        }
+        b.finish(msg.has(attr::FINGERPRINT)).unwrap_or(0)
+    }
+
     /// Builds an error response; signed when the request authenticated.
     fn error(
         &self,
@@ -325,13 +342,10 @@ impl<P: RelayPorts> Server<P> {
         auth: Option<&Authenticated>,
         extra: impl FnOnce(&mut MessageBuilder<'_>),
     ) -> usize {
-        let mut b = MessageBuilder::new(out, msg.method, Class::Error, &msg.transaction_id);
-        b.error_code(code, reason);
-        extra(&mut b);
-        if let Some(a) = auth {
-            b.integrity(a.key.as_bytes(), a.kind == IntegrityKind::Sha256);
-        }
-        b.finish(msg.has(attr::FINGERPRINT)).unwrap_or(0)
+        self.respond(out, msg, Class::Error, auth, |b| {
+            b.error_code(code, reason);
+            extra(b);
+        })
     }
 
     /// 401/438 with a fresh nonce and the realm, so the client can (re)try. Rate-limited
@@ -362,9 +376,9 @@ impl<P: RelayPorts> Server<P> {
     }
 
     fn binding(&mut self, client: ClientKey, msg: &Message<'_>, out: &mut [u8]) -> usize {
-        let mut b = MessageBuilder::new(out, msg.method, Class::Success, &msg.transaction_id);
-        b.xor_address(attr::XOR_MAPPED_ADDRESS, client.addr);
-        b.finish(msg.has(attr::FINGERPRINT)).unwrap_or(0)
+        self.respond(out, msg, Class::Success, None, |b| {
+            b.xor_address(attr::XOR_MAPPED_ADDRESS, client.addr)
+        })
     }
 
     fn authenticate(
@@ -470,10 +484,7 @@ impl<P: RelayPorts> Server<P> {
         auth: &Authenticated,
         body: impl FnOnce(&mut MessageBuilder<'_>),
     ) -> usize {
-        let mut b = MessageBuilder::new(out, msg.method, Class::Success, &msg.transaction_id);
-        body(&mut b);
-        b.integrity(auth.key.as_bytes(), auth.kind == IntegrityKind::Sha256);
-        b.finish(msg.has(attr::FINGERPRINT)).unwrap_or(0)
+        self.respond(out, msg, Class::Success, Some(auth), body)
     }
 
     fn allocate(
