@@ -294,6 +294,43 @@ pub fn uclient(args: &[&str]) -> UclientReport {
     }
 }
 
+/// `turnutils_uclient` relaying through the TURN server on 127.0.0.1:`port` to the echo
+/// peer on 127.0.0.1:`peer`: `clients` × `messages` of 160 bytes over ChannelData (add
+/// `-s` to `extra` for Send indications), no RTCP allocation, IPv4 relays.
+pub fn uclient_relay(
+    port: u16,
+    peer: u16,
+    clients: u32,
+    messages: u32,
+    extra: &[&str],
+) -> UclientReport {
+    let (port, peer, clients, messages) = (
+        port.to_string(),
+        peer.to_string(),
+        clients.to_string(),
+        messages.to_string(),
+    );
+    let mut args = vec![
+        "-p",
+        &port,
+        "-e",
+        "127.0.0.1",
+        "-r",
+        &peer,
+        "-m",
+        &clients,
+        "-n",
+        &messages,
+        "-l",
+        "160",
+        "-c",
+        "-X",
+    ];
+    args.extend_from_slice(extra);
+    args.push("127.0.0.1");
+    uclient(&args)
+}
+
 /// Runs a Python script from `tests/python/` with the test venv; returns (success, output).
 pub fn python_script(script: &str, args: &[&str]) -> (bool, String) {
     let out = Command::new("timeout")

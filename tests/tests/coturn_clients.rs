@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use turnpike_tests::{
-    Dataplane, echo_peer, free_udp_port, metric, require_tool, uclient, udp_config,
+    Dataplane, echo_peer, free_udp_port, metric, require_tool, uclient_relay, udp_config,
 };
 
 const SECRET: &str = "e2e-secret";
@@ -25,42 +25,12 @@ fn ephemeral(port: u16, peer: u16) -> Dataplane {
     ))
 }
 
-fn relay_args(port: u16, peer: u16, extra: &[&str]) -> Vec<String> {
-    let mut a: Vec<String> = [
-        "-p",
-        &port.to_string(),
-        "-e",
-        "127.0.0.1",
-        "-r",
-        &peer.to_string(),
-        "-m",
-        "10",
-        "-n",
-        "200",
-        "-l",
-        "160",
-        "-c",
-        "-X",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    a.extend(extra.iter().map(|s| s.to_string()));
-    a.push("127.0.0.1".into());
-    a
-}
-
-fn run(args: &[String]) -> turnpike_tests::UclientReport {
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    uclient(&refs)
-}
-
 #[test]
 fn rest_credentials_channel_data_zero_loss() {
     let (port, peer) = (free_udp_port(), free_udp_port());
     let _echo = echo_peer(peer);
     let dp = ephemeral(port, peer);
-    let r = run(&relay_args(port, peer, &["-W", SECRET]));
+    let r = uclient_relay(port, peer, 10, 200, &["-W", SECRET]);
     assert_eq!(r.exit, Some(0), "{}", r.output);
     assert_eq!(r.lost, Some(0), "{}", r.output);
     let m = dp.metrics();
@@ -82,11 +52,7 @@ fn rest_credentials_send_indications_zero_loss() {
     let (port, peer) = (free_udp_port(), free_udp_port());
     let _echo = echo_peer(peer);
     let _dp = ephemeral(port, peer);
-    let r = run(&relay_args(
-        port,
-        peer,
-        &["-s", "-u", "alice", "-W", SECRET],
-    ));
+    let r = uclient_relay(port, peer, 10, 200, &["-s", "-u", "alice", "-W", SECRET]);
     assert_eq!(r.exit, Some(0), "{}", r.output);
     assert_eq!(r.lost, Some(0), "{}", r.output);
 }
@@ -101,14 +67,10 @@ fn static_credentials_zero_loss() {
         "{type: static, users: [{username: bob, password: hunter2}]}",
         &[&route],
     ));
-    let r = run(&relay_args(port, peer, &["-u", "bob", "-w", "hunter2"]));
+    let r = uclient_relay(port, peer, 10, 200, &["-u", "bob", "-w", "hunter2"]);
     assert_eq!(r.exit, Some(0), "{}", r.output);
     assert_eq!(r.lost, Some(0), "{}", r.output);
-    let r = run(&relay_args(
-        port,
-        peer,
-        &["-s", "-u", "bob", "-w", "hunter2"],
-    ));
+    let r = uclient_relay(port, peer, 10, 200, &["-s", "-u", "bob", "-w", "hunter2"]);
     assert_eq!(r.lost, Some(0), "{}", r.output);
 }
 
@@ -122,9 +84,7 @@ fn wrong_password_is_refused_with_401() {
         "{type: static, users: [{username: bob, password: hunter2}]}",
         &[&route],
     ));
-    let mut args = relay_args(port, peer, &["-u", "bob", "-w", "wrong"]);
-    args[7] = "1".into(); // one client is enough
-    let r = run(&args);
+    let r = uclient_relay(port, peer, 1, 200, &["-u", "bob", "-w", "wrong"]);
     assert_ne!(r.exit, Some(0), "{}", r.output);
     assert!(r.lost.is_none(), "nothing may be relayed: {}", r.output);
     let failures = dp.wait_metric("turnpike_auth_failures_total", 1.0, Duration::from_secs(3));
@@ -136,9 +96,7 @@ fn wrong_rest_secret_is_refused_with_401() {
     let (port, peer) = (free_udp_port(), free_udp_port());
     let _echo = echo_peer(peer);
     let dp = ephemeral(port, peer);
-    let mut args = relay_args(port, peer, &["-u", "alice", "-W", "not-the-secret"]);
-    args[7] = "1".into();
-    let r = run(&args);
+    let r = uclient_relay(port, peer, 1, 200, &["-u", "alice", "-W", "not-the-secret"]);
     assert_ne!(r.exit, Some(0), "{}", r.output);
     assert!(dp.wait_metric("turnpike_auth_failures_total", 1.0, Duration::from_secs(3)) >= 1.0);
 }
@@ -149,9 +107,7 @@ fn peer_outside_the_routes_gets_403() {
     let _echo = echo_peer(peer);
     let _other = echo_peer(other);
     let dp = ephemeral(port, peer);
-    let mut args = relay_args(port, other, &["-W", SECRET]);
-    args[7] = "1".into();
-    let r = run(&args);
+    let r = uclient_relay(port, other, 1, 200, &["-W", SECRET]);
     assert_ne!(r.exit, Some(0), "{}", r.output);
     assert!(r.output.contains("403"), "{}", r.output);
     assert!(dp.wait_metric("turnpike_denied_peers_total", 1.0, Duration::from_secs(3)) >= 1.0);

@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use turnpike_tests::{Dataplane, echo_peer, free_udp_port, http_get, metric, uclient, udp_config};
+use turnpike_tests::{
+    Dataplane, echo_peer, free_udp_port, http_get, metric, uclient_relay, udp_config,
+};
 
 const SECRET: &str = "ops-secret";
 
@@ -11,28 +13,8 @@ fn auth() -> String {
     format!("{{type: ephemeral, secret: {SECRET}}}")
 }
 
-fn relay(port: u16, peer: u16, messages: &str, pace_ms: &str) -> turnpike_tests::UclientReport {
-    uclient(&[
-        "-p",
-        &port.to_string(),
-        "-e",
-        "127.0.0.1",
-        "-r",
-        &peer.to_string(),
-        "-m",
-        "2",
-        "-n",
-        messages,
-        "-z",
-        pace_ms,
-        "-l",
-        "120",
-        "-c",
-        "-X",
-        "-W",
-        SECRET,
-        "127.0.0.1",
-    ])
+fn relay(port: u16, peer: u16, messages: u32, pace_ms: &str) -> turnpike_tests::UclientReport {
+    uclient_relay(port, peer, 2, messages, &["-z", pace_ms, "-W", SECRET])
 }
 
 fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
@@ -78,12 +60,12 @@ fn edits_reload_without_dropping_relays_and_bad_files_are_refused() {
     let dp = Dataplane::start(&udp_config(port, &auth(), &[&route_a]));
 
     // Peer B is not routed yet.
-    let r = relay(port, peer_b, "5", "20");
+    let r = relay(port, peer_b, 5, "20");
     assert!(r.output.contains("403"), "{}", r.output);
 
     // A relay runs for ~6 s while the config changes underneath it twice.
     let path = dp.config_path();
-    let long = std::thread::spawn(move || relay(port, peer_a, "300", "20"));
+    let long = std::thread::spawn(move || relay(port, peer_a, 300, "20"));
     std::thread::sleep(Duration::from_millis(1500));
 
     std::fs::write(&path, "version: v1alpha1\nname: [oops\n").unwrap();
@@ -120,7 +102,7 @@ fn edits_reload_without_dropping_relays_and_bad_files_are_refused() {
         "the running relay lost packets across reloads: {}",
         r.output
     );
-    let r = relay(port, peer_b, "20", "5");
+    let r = relay(port, peer_b, 20, "5");
     assert_eq!(
         r.lost,
         Some(0),
@@ -150,7 +132,7 @@ fn sigterm_drains_then_exits() {
         &["--drain-timeout", "4s"],
     );
     // turnutils_uclient leaves its allocations behind, so the drain has work to wait for.
-    let r = relay(port, peer, "5", "10");
+    let r = relay(port, peer, 5, "10");
     assert_eq!(r.lost, Some(0), "{}", r.output);
     let start = Instant::now();
     dp.proc.signal("TERM");
@@ -160,7 +142,7 @@ fn sigterm_drains_then_exits() {
         || matches!(http_get(dp.admin, "/readyz"), Some((503, body)) if body.contains("draining")),
     );
     // New allocations are refused while existing ones keep their relay.
-    let r = relay(port, peer, "5", "10");
+    let r = relay(port, peer, 5, "10");
     assert!(r.output.contains("508"), "{}", r.output);
     let status = dp
         .proc
@@ -254,7 +236,7 @@ fn garbage_datagrams_are_dropped_and_counted_and_service_goes_on() {
             Duration::from_secs(3)
         ) >= 1.0
     );
-    let r = relay(port, peer, "20", "5");
+    let r = relay(port, peer, 20, "5");
     assert_eq!(r.lost, Some(0), "still relaying: {}", r.output);
 }
 
