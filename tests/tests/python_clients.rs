@@ -90,3 +90,30 @@ fn two_aiortc_peers_connect_relay_only() {
     assert!(ok, "{out}\n{}", dp.log_text());
     assert!(out.contains("hello through turnpike"), "{out}");
 }
+
+#[test]
+fn aioice_wrong_password_gets_401() {
+    let (port, peer) = (free_udp_port(), free_udp_port());
+    let route = format!("127.0.0.1:{peer}");
+    let dp = dataplane(port, &[&route]);
+    let (user, _) = ephemeral_credential(SECRET, "guess", unix_now() + 600);
+    let (ok, out) = python_script(
+        "aioice_echo.py",
+        &[
+            "--server",
+            &format!("127.0.0.1:{port}"),
+            "--username",
+            &user,
+            "--password",
+            "not-the-password",
+            "--expect-error",
+            "401",
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(
+        dp.log_text().contains("integrity mismatch"),
+        "{}",
+        dp.log_text()
+    );
+}
