@@ -1,0 +1,214 @@
+//! Our CRDs (`turnpike.dev/v1alpha1`, DESIGN.md §6): GatewayConfig and StaticService.
+//! Unknown fields are refused so a typo in a spec is an error, not a silent default.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub const GROUP: &str = "turnpike.dev";
+pub const CONTROLLER_NAME: &str = "turnpike.dev/gateway-controller";
+
+/// Parameters of a Turnpike GatewayClass: realm, credentials, auth service, dataplane
+/// deployment and limits.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "turnpike.dev",
+    version = "v1alpha1",
+    kind = "GatewayConfig",
+    namespaced,
+    status = "GatewayConfigStatus",
+    shortname = "gwconfig"
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewayConfigSpec {
+    /// STUN/TURN realm (default `turnpike.dev`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub realm: Option<String>,
+    pub auth: AuthSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_service: Option<AuthServiceSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataplane: Option<DataplaneSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsSpec>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthType {
+    /// TURN REST API credentials: `expiry:userid`, HMAC-SHA1 of a shared secret.
+    #[default]
+    Ephemeral,
+    /// Fixed users; the Secret's keys are usernames, its values passwords.
+    Static,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuthSpec {
+    #[serde(rename = "type", default)]
+    pub kind: AuthType,
+    /// The Secret (in the GatewayConfig's namespace) holding the shared secret or users.
+    pub secret_ref: SecretKeyRef,
+    /// Default lifetime of issued credentials (e.g. `1h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
+    /// Longest lifetime a caller may ask for (e.g. `24h`).
+    #[serde(default, rename = "maxTTL", skip_serializing_if = "Option::is_none")]
+    pub max_ttl: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretKeyRef {
+    pub name: String,
+    /// The key inside the Secret's data (ephemeral auth; default `secret`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuthServiceSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtSpec>,
+    #[serde(default)]
+    pub allow_anonymous: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwtSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// HS256 shared key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hmac_secret_ref: Option<SecretKeyRef>,
+    /// RS256/ES256 public key (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key_ref: Option<SecretKeyRef>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DataplaneSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceSpec>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// `LoadBalancer` (default), `NodePort` or `ClusterIP`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+    /// `Local` or `Cluster`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_traffic_policy: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LimitsSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_allocations_per_user: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_permissions_per_allocation: Option<u32>,
+    /// Longest allocation lifetime (e.g. `1h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_lifetime: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct GatewayConfigStatus {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// Peers that are not a Service, or that need port ranges (media servers on 40000–49999).
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "turnpike.dev",
+    version = "v1alpha1",
+    kind = "StaticService",
+    namespaced
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StaticServiceSpec {
+    /// IPs or CIDRs.
+    pub addresses: Vec<String>,
+    /// No ports means every port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortRange>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PortRange {
+    pub port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_port: Option<u16>,
+}
+
+/// Parses a Kubernetes-style duration (`90s`, `30m`, `1h`, `24h`, `1h30m`) into seconds.
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let mut total: u64 = 0;
+    let mut num = String::new();
+    let mut any = false;
+    for c in s.trim().chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("invalid duration {s:?}: expected e.g. 90s, 30m, 1h"))?;
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(format!("invalid duration {s:?}: unknown unit {c:?}")),
+        };
+        total = total.saturating_add(n.saturating_mul(unit));
+        num.clear();
+        any = true;
+    }
+    if !num.is_empty() || !any {
+        return Err(format!(
+            "invalid duration {s:?}: expected e.g. 90s, 30m, 1h"
+        ));
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(90));
+        assert_eq!(parse_duration("1h30m"), Ok(5400));
+        assert_eq!(parse_duration("24h"), Ok(86_400));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("1y").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

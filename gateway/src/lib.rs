@@ -1,0 +1,10 @@
+//! Turnpike's control plane: Gateway API objects in, dataplane configs and status out.
+//!
+//! - [`crd`]: our CRDs, GatewayConfig and StaticService.
+//! - [`objects`]: the set of objects the renderer reads, from whatever source.
+//! - [`render`]: the pure renderer (configs, statuses, managed Deployment/Service).
+
+pub mod crd;
+pub mod objects;
+pub mod render;
+pub mod source;

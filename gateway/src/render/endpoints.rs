@@ -1,0 +1,213 @@
+//! Resolving a UDPRoute backendRef to the peers a dataplane may relay to.
+
+use gateway_api::experimental::udproutes::UdpRouteRulesBackendRefs;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::crd::GROUP;
+use crate::objects::ObjectSet;
+
+use super::conditions::reason;
+
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+
+/// Why a backendRef did not resolve: a Gateway API reason and a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unresolved {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+fn unresolved(reason: &'static str, message: String) -> Unresolved {
+    Unresolved { reason, message }
+}
+
+/// Endpoint strings in the dataplane format (`IP`, `CIDR`, `IP:port`, `IP:lo-hi`).
+pub fn resolve(
+    objects: &ObjectSet,
+    route_ns: &str,
+    backend: &UdpRouteRulesBackendRefs,
+) -> Result<Vec<String>, Unresolved> {
+    let group = backend.group.as_deref().unwrap_or("");
+    let kind = backend.kind.as_deref().unwrap_or("Service");
+    let ns = backend.namespace.as_deref().unwrap_or(route_ns);
+    let name = &backend.name;
+    if ns != route_ns && !reference_granted(objects, route_ns, ns, group, kind, name) {
+        return Err(unresolved(
+            reason::REF_NOT_PERMITTED,
+            format!(
+                "{kind} {ns}/{name} is in another namespace and no ReferenceGrant there allows UDPRoutes from {route_ns}"
+            ),
+        ));
+    }
+    match (group, kind) {
+        ("", "Service") => {
+            let Some(svc) = objects.services.get(&(ns.to_string(), name.clone())) else {
+                return Err(unresolved(
+                    reason::BACKEND_NOT_FOUND,
+                    format!("Service {ns}/{name} not found"),
+                ));
+            };
+            let Some(port) = backend.port else {
+                return Err(unresolved(
+                    reason::UNSUPPORTED_VALUE,
+                    format!("backendRef to Service {ns}/{name} needs a port"),
+                ));
+            };
+            service_endpoints(objects, ns, name, svc, port)
+        }
+        (GROUP, "StaticService") => {
+            let Some(s) = objects.static_services.get(&(ns.to_string(), name.clone())) else {
+                return Err(unresolved(
+                    reason::BACKEND_NOT_FOUND,
+                    format!("StaticService {ns}/{name} not found"),
+                ));
+            };
+            let mut out = Vec::new();
+            for a in &s.spec.addresses {
+                if s.spec.ports.is_empty() {
+                    out.push(a.clone());
+                }
+                for p in &s.spec.ports {
+                    let host = bracket(a);
+                    match p.end_port {
+                        Some(end) if end != p.port => out.push(format!("{host}:{}-{end}", p.port)),
+                        _ => out.push(format!("{host}:{}", p.port)),
+                    }
+                }
+            }
+            Ok(out)
+        }
+        _ => Err(unresolved(
+            reason::INVALID_KIND,
+            format!(
+                "backendRef kind {kind:?} in group {group:?} is not supported (use Service or turnpike.dev StaticService)"
+            ),
+        )),
+    }
+}
+
+fn bracket(ip: &str) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.to_string()
+    }
+}
+
+/// The ready EndpointSlice addresses on the Service port's target port, plus
+/// ClusterIP:port.
+fn service_endpoints(
+    objects: &ObjectSet,
+    ns: &str,
+    name: &str,
+    svc: &Service,
+    port: i32,
+) -> Result<Vec<String>, Unresolved> {
+    let spec = svc.spec.as_ref();
+    let svc_port = spec
+        .and_then(|s| s.ports.as_ref())
+        .and_then(|ports| ports.iter().find(|p| p.port == port));
+    let Some(svc_port) = svc_port else {
+        return Err(unresolved(
+            reason::BACKEND_NOT_FOUND,
+            format!("Service {ns}/{name} has no port {port}"),
+        ));
+    };
+    let mut out = Vec::new();
+    for ip in spec
+        .and_then(|s| {
+            s.cluster_ips
+                .clone()
+                .or_else(|| s.cluster_ip.clone().map(|c| vec![c]))
+        })
+        .into_iter()
+        .flatten()
+    {
+        if !ip.is_empty() && ip != "None" {
+            out.push(format!("{}:{port}", bracket(&ip)));
+        }
+    }
+    let port_name = svc_port.name.clone().unwrap_or_default();
+    let target = svc_port.target_port.clone();
+    for ((slice_ns, _), slice) in &objects.endpoint_slices {
+        let owned = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_NAME_LABEL))
+            .is_some_and(|s| s == name);
+        if slice_ns != ns || !owned {
+            continue;
+        }
+        // The slice port that carries this Service port: same name (Kubernetes names slice
+        // ports after Service ports), or, for hand-written slices, the target port number.
+        let slice_port = slice.ports.iter().flatten().find_map(|p| {
+            let by_name = p.name.clone().unwrap_or_default() == port_name;
+            let by_number = match &target {
+                Some(IntOrString::Int(t)) => p.port == Some(*t),
+                _ => false,
+            };
+            (by_name || by_number).then_some(p.port).flatten()
+        });
+        let Some(slice_port) = slice_port else {
+            continue;
+        };
+        for ep in &slice.endpoints {
+            let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+            if !ready {
+                continue;
+            }
+            for a in &ep.addresses {
+                out.push(format!("{}:{slice_port}", bracket(a)));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Does a ReferenceGrant in `to_ns` allow UDPRoutes from `from_ns` to reach this object?
+pub fn reference_granted(
+    objects: &ObjectSet,
+    from_ns: &str,
+    to_ns: &str,
+    group: &str,
+    kind: &str,
+    name: &str,
+) -> bool {
+    objects
+        .reference_grants
+        .iter()
+        .filter(|((ns, _), _)| ns == to_ns)
+        .any(|(_, g)| {
+            let from_ok = g.spec.from.iter().any(|f| {
+                f.group == GATEWAY_GROUP && f.kind == "UDPRoute" && f.namespace == from_ns
+            });
+            let to_ok = g.spec.to.iter().any(|t| {
+                t.group == group && t.kind == kind && t.name.as_deref().is_none_or(|n| n == name)
+            });
+            from_ok && to_ok
+        })
+}
+
+/// Does a ReferenceGrant in `to_ns` allow Gateways from `from_ns` to use Secret `name`?
+pub fn secret_granted(objects: &ObjectSet, from_ns: &str, to_ns: &str, name: &str) -> bool {
+    objects
+        .reference_grants
+        .iter()
+        .filter(|((ns, _), _)| ns == to_ns)
+        .any(|(_, g)| {
+            g.spec
+                .from
+                .iter()
+                .any(|f| f.group == GATEWAY_GROUP && f.kind == "Gateway" && f.namespace == from_ns)
+                && g.spec.to.iter().any(|t| {
+                    t.group.is_empty()
+                        && t.kind == "Secret"
+                        && t.name.as_deref().is_none_or(|n| n == name)
+                })
+        })
+}

@@ -1,0 +1,152 @@
+//! GatewayClass parameters: the GatewayConfig and the Secret it names.
+
+use gateway_api::gatewayclasses::GatewayClass;
+use turnpike_dataplane::config::{AuthConfig, AuthType as DpAuthType, LimitsConfig, StaticUser};
+
+use crate::crd::{AuthType, GROUP, GatewayConfig, GatewayConfigSpec, parse_duration};
+use crate::objects::{Key, ObjectSet, key_string};
+
+use super::RenderContext;
+
+pub const DEFAULT_REALM: &str = "turnpike.dev";
+const DEFAULT_SECRET_KEY: &str = "secret";
+const DEFAULT_TTL: u64 = 3600;
+const DEFAULT_MAX_TTL: u64 = 86_400;
+
+/// A GatewayConfig turned into what dataplanes and the auth service need.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedParams {
+    pub key: Key,
+    pub spec: GatewayConfigSpec,
+    pub realm: String,
+    pub auth: AuthConfig,
+    pub limits: LimitsConfig,
+    pub ttl_secs: u64,
+    pub max_ttl_secs: u64,
+}
+
+fn duration_or(field: &str, v: &Option<String>, default: u64) -> Result<u64, String> {
+    match v {
+        None => Ok(default),
+        Some(s) => parse_duration(s).map_err(|e| format!("{field}: {e}")),
+    }
+}
+
+/// Checks a GatewayConfig on its own: durations, limits, and its Secret.
+pub fn check_config(objects: &ObjectSet, key: &Key, gc: &GatewayConfig) -> Result<(), String> {
+    resolve_config(objects, key, gc, &[]).map(|_| ())
+}
+
+fn resolve_config(
+    objects: &ObjectSet,
+    key: &Key,
+    gc: &GatewayConfig,
+    previous: &[String],
+) -> Result<ResolvedParams, String> {
+    let spec = &gc.spec;
+    let ttl_secs = duration_or("spec.auth.ttl", &spec.auth.ttl, DEFAULT_TTL)?;
+    let max_ttl_secs = duration_or("spec.auth.maxTTL", &spec.auth.max_ttl, DEFAULT_MAX_TTL)?;
+    if ttl_secs > max_ttl_secs {
+        return Err(format!(
+            "spec.auth.ttl ({ttl_secs}s) is longer than spec.auth.maxTTL ({max_ttl_secs}s)"
+        ));
+    }
+    let defaults = LimitsConfig::default();
+    let l = spec.limits.clone().unwrap_or_default();
+    let limits = LimitsConfig {
+        max_allocations_per_user: l
+            .max_allocations_per_user
+            .unwrap_or(defaults.max_allocations_per_user),
+        max_permissions_per_allocation: l
+            .max_permissions_per_allocation
+            .unwrap_or(defaults.max_permissions_per_allocation),
+        max_lifetime: u32::try_from(duration_or(
+            "spec.limits.maxLifetime",
+            &l.max_lifetime,
+            u64::from(defaults.max_lifetime),
+        )?)
+        .map_err(|_| "spec.limits.maxLifetime: too long".to_string())?,
+    };
+    if limits.max_allocations_per_user == 0 || limits.max_permissions_per_allocation == 0 {
+        return Err("spec.limits: limits must be at least 1".into());
+    }
+    if limits.max_lifetime < 60 {
+        return Err("spec.limits.maxLifetime: must be at least 60s".into());
+    }
+    let secret = &spec.auth.secret_ref;
+    let secret_name = format!("{}/{}", key.0, secret.name);
+    let auth = match spec.auth.kind {
+        AuthType::Ephemeral => {
+            let k = secret.key.as_deref().unwrap_or(DEFAULT_SECRET_KEY);
+            let value = objects
+                .secret_value(&key.0, &secret.name, k)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| {
+                    format!("spec.auth.secretRef: Secret {secret_name} has no non-empty key {k:?}")
+                })?;
+            AuthConfig {
+                kind: DpAuthType::Ephemeral,
+                previous_secrets: previous.iter().filter(|p| **p != value).cloned().collect(),
+                secret: Some(value),
+                users: vec![],
+            }
+        }
+        AuthType::Static => {
+            let entries = objects
+                .secret_entries(&key.0, &secret.name)
+                .ok_or_else(|| format!("spec.auth.secretRef: Secret {secret_name} not found"))?;
+            if entries.is_empty() {
+                return Err(format!(
+                    "spec.auth.secretRef: Secret {secret_name} holds no users"
+                ));
+            }
+            AuthConfig {
+                kind: DpAuthType::Static,
+                secret: None,
+                previous_secrets: vec![],
+                users: entries
+                    .into_iter()
+                    .map(|(username, password)| StaticUser { username, password })
+                    .collect(),
+            }
+        }
+    };
+    Ok(ResolvedParams {
+        key: key.clone(),
+        spec: spec.clone(),
+        realm: spec.realm.clone().unwrap_or_else(|| DEFAULT_REALM.into()),
+        auth,
+        limits,
+        ttl_secs,
+        max_ttl_secs,
+    })
+}
+
+/// The GatewayConfig a class's `parametersRef` names, resolved.
+pub fn resolve_params(
+    objects: &ObjectSet,
+    class: &GatewayClass,
+    ctx: &RenderContext,
+) -> Result<ResolvedParams, String> {
+    let Some(p) = &class.spec.parameters_ref else {
+        return Err("spec.parametersRef must name a turnpike.dev GatewayConfig".into());
+    };
+    if p.group != GROUP || p.kind != "GatewayConfig" {
+        return Err(format!(
+            "spec.parametersRef must be group {GROUP} kind GatewayConfig, not {}/{}",
+            p.group, p.kind
+        ));
+    }
+    let Some(ns) = &p.namespace else {
+        return Err(
+            "spec.parametersRef.namespace is required (GatewayConfig is namespaced)".into(),
+        );
+    };
+    let key = (ns.clone(), p.name.clone());
+    let Some(gc) = objects.gateway_configs.get(&key) else {
+        return Err(format!("GatewayConfig {} not found", key_string(&key)));
+    };
+    let previous = ctx.previous_secrets.get(&key).cloned().unwrap_or_default();
+    resolve_config(objects, &key, gc, &previous)
+        .map_err(|e| format!("GatewayConfig {}: {e}", key_string(&key)))
+}
