@@ -6,5 +6,8 @@
 
 pub mod crd;
 pub mod objects;
+pub mod publish;
 pub mod render;
 pub mod source;
+pub mod standalone;
+pub mod status_cmd;

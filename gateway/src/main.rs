@@ -29,8 +29,39 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Control plane on a directory of Gateway API YAML, with the dataplanes in-process.
+    Run(RunArgs),
+    /// Print the conditions of every Gateway and route of a running `turnpike run`.
+    Status(StatusArgs),
     /// Run one TURN dataplane.
     Dataplane(DataplaneArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Directory of YAML (GatewayClass, GatewayConfig, Gateway, UDPRoute, Service,
+    /// EndpointSlice, StaticService, Secret, ReferenceGrant); watched for changes.
+    #[arg(default_value = "examples/quickstart")]
+    dir: PathBuf,
+    /// Control-plane admin address (`/status`).
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    admin: SocketAddr,
+    /// Admin address of the first Gateway's dataplane; further Gateways take the next ports.
+    #[arg(long, default_value = "127.0.0.1:8086")]
+    dataplane_admin: SocketAddr,
+    /// Worker threads per dataplane (default: CPU cores).
+    #[arg(long)]
+    workers: Option<usize>,
+}
+
+#[derive(clap::Args)]
+struct StatusArgs {
+    /// Control-plane admin address of `turnpike run`.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    admin: SocketAddr,
+    /// Print the raw JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -89,13 +120,35 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     match cli.command {
+        Command::Run(a) => {
+            rt.block_on(turnpike_gateway::standalone::run(
+                turnpike_gateway::standalone::RunOptions {
+                    dir: a.dir,
+                    admin: a.admin,
+                    dataplane_admin: a.dataplane_admin,
+                    workers: a.workers.unwrap_or(cores),
+                },
+            ))
+            .context("turnpike run")?;
+        }
+        Command::Status(a) => {
+            let body = rt
+                .block_on(http_get(a.admin, "/status"))
+                .with_context(|| format!("is `turnpike run` running with --admin {}?", a.admin))?;
+            if a.json {
+                println!("{body}");
+            } else {
+                let v: serde_json::Value =
+                    serde_json::from_str(&body).context("parsing /status")?;
+                print!("{}", turnpike_gateway::status_cmd::format_report(&v));
+            }
+        }
         Command::Dataplane(a) => {
-            let workers = a.workers.unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1)
-            });
+            let workers = a.workers.unwrap_or(cores);
             rt.block_on(turnpike_dataplane::runtime::run(
                 turnpike_dataplane::runtime::Options {
                     config: a.config,
@@ -108,4 +161,25 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A minimal HTTP/1.1 GET for the local admin endpoints.
+async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).await?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP response")?;
+    anyhow::ensure!(
+        head.starts_with("HTTP/1.1 200"),
+        "{}",
+        head.lines().next().unwrap_or("")
+    );
+    Ok(body.to_string())
 }

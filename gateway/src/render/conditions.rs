@@ -10,6 +10,7 @@ pub mod reason {
     pub const CONFLICTED: &str = "Conflicted";
     pub const NO_CONFLICTS: &str = "NoConflicts";
     pub const INVALID: &str = "Invalid";
+    pub const PENDING: &str = "Pending";
     pub const INVALID_PARAMETERS: &str = "InvalidParameters";
     pub const UNSUPPORTED_PROTOCOL: &str = "UnsupportedProtocol";
     pub const PORT_UNAVAILABLE: &str = "PortUnavailable";

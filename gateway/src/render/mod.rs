@@ -32,6 +32,10 @@ pub use managed::{Managed, managed_resources};
 pub use params::{ResolvedParams, resolve_params};
 
 const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+/// Protocols the dataplane of this version serves. Listeners of the others are rendered
+/// into the config (so nothing changes when the dataplane learns them) but reported as not
+/// yet programmed, rather than pretending.
+const SERVED_PROTOCOLS: &[Protocol] = &[Protocol::TurnUdp];
 
 /// Inputs that are not objects.
 #[derive(Debug, Clone)]
@@ -330,20 +334,25 @@ fn check_listeners(
             Err((r, m)) => conds.push(stamp.cond(reason::ACCEPTED, false, r, m.clone())),
         }
         let programmed = accepted.is_ok() && refs_ok;
-        conds.push(stamp.cond(
-            reason::PROGRAMMED,
-            programmed,
-            if programmed {
-                reason::PROGRAMMED
-            } else {
-                reason::INVALID
-            },
-            if programmed {
-                "served by the dataplane"
-            } else {
-                "not served"
-            },
-        ));
+        let served = protocol.is_some_and(|p| SERVED_PROTOCOLS.contains(&p));
+        conds.push(match (programmed, served) {
+            (true, true) => stamp.cond(
+                reason::PROGRAMMED,
+                true,
+                reason::PROGRAMMED,
+                "served by the dataplane",
+            ),
+            (true, false) => stamp.cond(
+                reason::PROGRAMMED,
+                false,
+                reason::PENDING,
+                format!(
+                    "{} is configured but this dataplane version serves only TURN-UDP",
+                    l.protocol
+                ),
+            ),
+            _ => stamp.cond(reason::PROGRAMMED, false, reason::INVALID, "not served"),
+        });
         conds.push(resolved);
         conds.push(conflicted);
         let kinds = l.allowed_routes.as_ref().and_then(|a| a.kinds.as_ref());

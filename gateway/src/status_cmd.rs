@@ -1,0 +1,94 @@
+//! `turnpike status`: prints every Gateway's and route's conditions from a running
+//! `turnpike run` (its control-plane admin `/status`).
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+/// Renders the `/status` JSON of the control plane for a person.
+pub fn format_report(report: &Value) -> String {
+    let mut o = String::new();
+    let source = report["source"].as_str().unwrap_or("");
+    let _ = writeln!(o, "source: {source}");
+    if let Some(errors) = report["errors"].as_array().filter(|e| !e.is_empty()) {
+        let _ = writeln!(
+            o,
+            "\nthe last edit was refused (the previous state keeps serving):"
+        );
+        for e in errors {
+            let _ = writeln!(o, "  ! {}", e.as_str().unwrap_or(""));
+        }
+    }
+    let conds = |v: &Value| -> String {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                let ok = c["status"] == "True";
+                let mark = if (c["type"] == "Conflicted") != ok {
+                    "✓"
+                } else {
+                    "✗"
+                };
+                let reason = c["reason"].as_str().unwrap_or("");
+                let msg = c["message"].as_str().unwrap_or("");
+                format!(
+                    "{mark} {}={} ({reason}: {msg})",
+                    c["type"].as_str().unwrap_or(""),
+                    c["status"].as_str().unwrap_or("")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n      ")
+    };
+    for (kind, field) in [
+        ("GatewayClass", "gatewayClasses"),
+        ("GatewayConfig", "gatewayConfigs"),
+    ] {
+        for (name, st) in report[field].as_object().into_iter().flatten() {
+            let _ = writeln!(o, "\n{kind} {name}\n      {}", conds(&st["conditions"]));
+        }
+    }
+    for (name, st) in report["gateways"].as_object().into_iter().flatten() {
+        let addr = st["addresses"][0]["value"]
+            .as_str()
+            .unwrap_or("(no address)");
+        let _ = writeln!(
+            o,
+            "\nGateway {name} at {addr}\n      {}",
+            conds(&st["conditions"])
+        );
+        if let Some(dp) = report["dataplanes"].get(name) {
+            let _ = writeln!(
+                o,
+                "    dataplane: config generation {}, admin {}",
+                dp["generation"],
+                dp["admin"].as_str().unwrap_or("")
+            );
+        }
+        for l in st["listeners"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                o,
+                "    listener {} (attached routes: {})\n      {}",
+                l["name"].as_str().unwrap_or(""),
+                l["attachedRoutes"],
+                conds(&l["conditions"])
+            );
+        }
+    }
+    for (name, st) in report["udpRoutes"].as_object().into_iter().flatten() {
+        for p in st["parents"].as_array().into_iter().flatten() {
+            let parent = p["parentRef"]["name"].as_str().unwrap_or("");
+            let section = p["parentRef"]["sectionName"]
+                .as_str()
+                .map(|s| format!("/{s}"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                o,
+                "\nUDPRoute {name} → Gateway {parent}{section}\n      {}",
+                conds(&p["conditions"])
+            );
+        }
+    }
+    o
+}
