@@ -7,6 +7,7 @@
 //! - [`runtime`]: wires config loading, workers, reload and drain together.
 
 pub mod admin;
+pub mod cds;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;

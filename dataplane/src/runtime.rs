@@ -12,6 +12,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::admin::{self, AdminState};
+use crate::cds::client::{self, CdsClientOptions, CdsEvent};
 use crate::config::{ConfigError, DataplaneConfig, Protocol, parse_endpoint};
 use crate::io::{self, ActiveConfig, Command, ListenerRuntime, WorkerHandle, WorkerShared};
 use crate::metrics::{ListenerStatus, Metrics, Status, StatusDetail};
@@ -32,11 +33,19 @@ pub enum RuntimeError {
     Watch { path: String, source: notify::Error },
     #[error("signal handler: {0}")]
     Signal(std::io::Error),
+    #[error("CDS: {0}")]
+    Cds(crate::cds::CdsError),
+}
+
+/// Where the dataplane's config comes from.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    File(PathBuf),
+    Cds(CdsClientOptions),
 }
 
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub config: PathBuf,
     pub workers: usize,
     pub admin: SocketAddr,
     /// After SIGTERM, how long existing allocations may keep relaying.
@@ -67,18 +76,22 @@ pub fn activate(cfg: &DataplaneConfig) -> ActiveConfig {
     }
 }
 
-/// A running set of workers.
+/// A dataplane: its workers (started with the first config), metrics and status.
 pub struct Dataplane {
     workers: Vec<WorkerHandle>,
+    worker_count: usize,
+    shared: WorkerShared,
     pub metrics: Arc<Metrics>,
     pub status: Arc<Status>,
-    current: DataplaneConfig,
+    current: Option<DataplaneConfig>,
 }
 
 impl Dataplane {
-    pub fn start(cfg: DataplaneConfig, workers: usize, source: &str) -> std::io::Result<Self> {
-        let workers = workers.max(1);
-        let metrics = Arc::new(Metrics::new(workers));
+    /// A dataplane that serves nothing until [`Dataplane::apply`] gives it a config; until
+    /// then `/readyz` says so.
+    pub fn new(workers: usize) -> Self {
+        let worker_count = workers.max(1);
+        let metrics = Arc::new(Metrics::new(worker_count));
         let status = Arc::new(Status::default());
         let shared = WorkerShared {
             nonce: NonceKey::new(rand::random()),
@@ -87,36 +100,47 @@ impl Dataplane {
             metrics: metrics.clone(),
             status: status.clone(),
         };
-        let active = Arc::new(activate(&cfg));
-        publish_status(&status, &cfg, &active, source);
-        let handles = (0..workers)
-            .map(|i| io::spawn(i, active.clone(), shared.clone()))
-            .collect::<std::io::Result<Vec<_>>>()?;
-        status.applied.store(true, Relaxed);
-        tracing::info!(name = %cfg.name, generation = cfg.generation, workers, "dataplane started");
-        Ok(Dataplane {
-            workers: handles,
+        Dataplane {
+            workers: Vec::new(),
+            worker_count,
+            shared,
             metrics,
             status,
-            current: cfg,
-        })
+            current: None,
+        }
     }
 
-    pub fn config(&self) -> &DataplaneConfig {
-        &self.current
+    /// A dataplane running `cfg`.
+    pub fn start(cfg: DataplaneConfig, workers: usize, source: &str) -> std::io::Result<Self> {
+        let mut dp = Self::new(workers);
+        dp.apply(cfg, source)?;
+        Ok(dp)
     }
 
-    /// Applies a validated config to every worker without disturbing allocations whose
-    /// listener and route remain.
-    pub fn apply(&mut self, cfg: DataplaneConfig, source: &str) {
+    pub fn config(&self) -> Option<&DataplaneConfig> {
+        self.current.as_ref()
+    }
+
+    /// Applies a validated config: the first starts the workers; later ones reach every
+    /// worker without disturbing allocations whose listener and route remain.
+    pub fn apply(&mut self, cfg: DataplaneConfig, source: &str) -> std::io::Result<()> {
         let active = Arc::new(activate(&cfg));
         publish_status(&self.status, &cfg, &active, source);
-        for w in &self.workers {
-            w.send(Command::Apply(active.clone()));
+        if self.workers.is_empty() {
+            self.workers = (0..self.worker_count)
+                .map(|i| io::spawn(i, active.clone(), self.shared.clone()))
+                .collect::<std::io::Result<Vec<_>>>()?;
+            self.status.applied.store(true, Relaxed);
+            tracing::info!(name = %cfg.name, generation = cfg.generation, workers = self.worker_count, "dataplane started");
+        } else {
+            for w in &self.workers {
+                w.send(Command::Apply(active.clone()));
+            }
+            self.metrics.config_reloads.fetch_add(1, Relaxed);
+            tracing::info!(name = %cfg.name, generation = cfg.generation, "config applied");
         }
-        self.metrics.config_reloads.fetch_add(1, Relaxed);
-        tracing::info!(name = %cfg.name, generation = cfg.generation, "config applied");
-        self.current = cfg;
+        self.current = Some(cfg);
+        Ok(())
     }
 
     pub fn reject(&self, err: &ConfigError) {
@@ -217,53 +241,99 @@ fn spawn_watcher(
 }
 
 /// `turnpike dataplane --config FILE`: runs until SIGTERM/SIGINT and a completed drain.
-pub async fn run(opts: Options) -> Result<(), RuntimeError> {
-    let source = opts.config.display().to_string();
-    let cfg = DataplaneConfig::from_file(&opts.config)?;
+/// Serves the admin API of `dp` on `addr` in the background.
+async fn spawn_admin(dp: &Dataplane, addr: SocketAddr, workers: usize) -> Result<(), RuntimeError> {
+    let state = AdminState {
+        metrics: dp.metrics.clone(),
+        status: dp.status.clone(),
+        workers,
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| RuntimeError::Admin { addr, source })?;
+    tracing::info!(%addr, "admin server listening");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, admin::router(state)).await {
+            tracing::error!(error = %e, "admin server stopped");
+        }
+    });
+    Ok(())
+}
+
+/// Applies one CDS event to `dp`. Returns false when the Gateway was deleted.
+pub fn apply_cds_event(dp: &mut Dataplane, event: CdsEvent, source: &str) -> bool {
+    match event {
+        CdsEvent::Snapshot(cfg) => match cfg.validate() {
+            Ok(()) => {
+                if let Err(e) = dp.apply(*cfg, source) {
+                    tracing::error!(error = %e, "cannot apply config");
+                }
+            }
+            Err(e) => dp.reject(&e),
+        },
+        CdsEvent::Deleted(name) => {
+            tracing::warn!(gateway = %name, "the control plane deleted this Gateway");
+            return false;
+        }
+        CdsEvent::Connected | CdsEvent::Disconnected(_) => {}
+    }
+    true
+}
+
+/// `turnpike dataplane --config FILE` or `--cds ADDR --gateway NS/NAME`: runs until
+/// SIGTERM/SIGINT and a completed drain.
+pub async fn run(opts: Options, source: ConfigSource) -> Result<(), RuntimeError> {
     match io::limits::raise_open_files() {
         Ok(n) => tracing::info!(open_files = n, "each allocation holds one relay socket"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
-    let mut last_text = std::fs::read_to_string(&opts.config).unwrap_or_default();
-    let mut dp = Dataplane::start(cfg, opts.workers, &source).map_err(RuntimeError::Workers)?;
-
-    let admin_state = AdminState {
-        metrics: dp.metrics.clone(),
-        status: dp.status.clone(),
-        workers: opts.workers.max(1),
-    };
-    let listener = tokio::net::TcpListener::bind(opts.admin)
-        .await
-        .map_err(|source| RuntimeError::Admin {
-            addr: opts.admin,
-            source,
-        })?;
-    tracing::info!(addr = %opts.admin, "admin server listening");
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, admin::router(admin_state)).await {
-            tracing::error!(error = %e, "admin server stopped");
-        }
-    });
-
-    let (reload_tx, mut reload_rx) = mpsc::channel::<()>(1);
-    let _watcher = spawn_watcher(&opts.config, reload_tx.clone())?;
+    let workers = opts.workers.max(1);
     let mut hup = signal(SignalKind::hangup()).map_err(RuntimeError::Signal)?;
     let mut term = signal(SignalKind::terminate()).map_err(RuntimeError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(RuntimeError::Signal)?;
 
-    loop {
-        tokio::select! {
-            Some(()) = reload_rx.recv() => {
-                // Editors write in several steps; let them finish.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                while reload_rx.try_recv().is_ok() {}
-                reload(&mut dp, &opts.config, &mut last_text, &source, false);
+    let dp = match source {
+        ConfigSource::File(path) => {
+            let name = path.display().to_string();
+            let cfg = DataplaneConfig::from_file(&path)?;
+            let mut last_text = std::fs::read_to_string(&path).unwrap_or_default();
+            let mut dp = Dataplane::start(cfg, workers, &name).map_err(RuntimeError::Workers)?;
+            spawn_admin(&dp, opts.admin, workers).await?;
+            let (reload_tx, mut reload_rx) = mpsc::channel::<()>(1);
+            let _watcher = spawn_watcher(&path, reload_tx)?;
+            loop {
+                tokio::select! {
+                    Some(()) = reload_rx.recv() => {
+                        // Editors write in several steps; let them finish.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        while reload_rx.try_recv().is_ok() {}
+                        reload(&mut dp, &path, &mut last_text, &name, false);
+                    }
+                    _ = hup.recv() => reload(&mut dp, &path, &mut last_text, &name, true),
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                }
             }
-            _ = hup.recv() => reload(&mut dp, &opts.config, &mut last_text, &source, true),
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            dp
         }
-    }
+        ConfigSource::Cds(cds) => {
+            let mut dp = Dataplane::new(workers);
+            spawn_admin(&dp, opts.admin, workers).await?;
+            let name = format!("cds {}", cds.server);
+            let mut events = client::subscribe(cds).map_err(RuntimeError::Cds)?;
+            loop {
+                tokio::select! {
+                    ev = events.recv() => match ev {
+                        Some(ev) => if !apply_cds_event(&mut dp, ev, &name) { break },
+                        None => break,
+                    },
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                }
+            }
+            dp
+        }
+    };
 
     tracing::info!(timeout = ?opts.drain_timeout, allocations = dp.metrics.active_allocations(), "draining");
     dp.begin_drain();
@@ -299,7 +369,9 @@ fn reload(dp: &mut Dataplane, path: &Path, last_text: &mut String, source: &str,
     match DataplaneConfig::parse(&text) {
         Ok(cfg) => {
             *last_text = text;
-            dp.apply(cfg, source);
+            if let Err(e) = dp.apply(cfg, source) {
+                tracing::error!(error = %e, "cannot apply the new config");
+            }
         }
         Err(e) => {
             *last_text = text;

@@ -49,6 +49,9 @@ struct RunArgs {
     /// Admin address of the first Gateway's dataplane; further Gateways take the next ports.
     #[arg(long, default_value = "127.0.0.1:8086")]
     dataplane_admin: SocketAddr,
+    /// CDS server address (QUIC); the in-process dataplanes connect to it like pods do.
+    #[arg(long, default_value = "127.0.0.1:13478")]
+    cds: SocketAddr,
     /// Worker threads per dataplane (default: CPU cores).
     #[arg(long)]
     workers: Option<usize>,
@@ -67,8 +70,41 @@ struct StatusArgs {
 #[derive(clap::Args)]
 struct DataplaneArgs {
     /// Dataplane config file (YAML or JSON, DESIGN.md §3); reloaded on change and SIGHUP.
-    #[arg(long, env = "TURNPIKE_CONFIG")]
-    config: PathBuf,
+    #[arg(
+        long,
+        env = "TURNPIKE_CONFIG",
+        required_unless_present = "cds",
+        conflicts_with = "cds"
+    )]
+    config: Option<PathBuf>,
+    /// CDS server (`host:port`) to take the config from instead of a file.
+    #[arg(long, env = "TURNPIKE_CDS", requires = "gateway")]
+    cds: Option<String>,
+    /// The Gateway (`namespace/name`) whose config to subscribe to over CDS.
+    #[arg(long, env = "TURNPIKE_GATEWAY")]
+    gateway: Option<String>,
+    /// CDS mutual TLS: the CA certificate, our certificate and key (PEM files).
+    #[arg(
+        long,
+        env = "TURNPIKE_CDS_CA",
+        default_value = "/etc/turnpike/cds/ca.crt"
+    )]
+    cds_ca: PathBuf,
+    #[arg(
+        long,
+        env = "TURNPIKE_CDS_CERT",
+        default_value = "/etc/turnpike/cds/tls.crt"
+    )]
+    cds_cert: PathBuf,
+    #[arg(
+        long,
+        env = "TURNPIKE_CDS_KEY",
+        default_value = "/etc/turnpike/cds/tls.key"
+    )]
+    cds_key: PathBuf,
+    /// The name the CDS server's certificate carries.
+    #[arg(long, default_value = "turnpike-cds")]
+    cds_server_name: String,
     /// Worker threads, each with its own SO_REUSEPORT socket (default: CPU cores).
     #[arg(long, env = "TURNPIKE_WORKERS")]
     workers: Option<usize>,
@@ -130,6 +166,7 @@ fn main() -> anyhow::Result<()> {
                     dir: a.dir,
                     admin: a.admin,
                     dataplane_admin: a.dataplane_admin,
+                    cds: a.cds,
                     workers: a.workers.unwrap_or(cores),
                 },
             ))
@@ -149,13 +186,38 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Dataplane(a) => {
             let workers = a.workers.unwrap_or(cores);
+            let source = match (a.config, a.cds) {
+                (Some(path), _) => turnpike_dataplane::runtime::ConfigSource::File(path),
+                (None, Some(cds)) => {
+                    let server = rt
+                        .block_on(tokio::net::lookup_host(cds.as_str()))
+                        .with_context(|| format!("resolving the CDS address {cds}"))?
+                        .next()
+                        .with_context(|| format!("{cds} resolves to no address"))?;
+                    let tls = turnpike_dataplane::cds::TlsIdentity::from_files(
+                        &a.cds_ca,
+                        &a.cds_cert,
+                        &a.cds_key,
+                    )
+                    .context("loading the CDS client certificate")?;
+                    turnpike_dataplane::runtime::ConfigSource::Cds(
+                        turnpike_dataplane::cds::client::CdsClientOptions {
+                            server,
+                            server_name: a.cds_server_name,
+                            tls,
+                            gateway: a.gateway.unwrap_or_default(),
+                        },
+                    )
+                }
+                (None, None) => anyhow::bail!("give --config FILE or --cds ADDR --gateway NS/NAME"),
+            };
             rt.block_on(turnpike_dataplane::runtime::run(
                 turnpike_dataplane::runtime::Options {
-                    config: a.config,
                     workers,
                     admin: a.admin,
                     drain_timeout: a.drain_timeout,
                 },
+                source,
             ))
             .context("dataplane")?;
         }

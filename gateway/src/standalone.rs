@@ -13,7 +13,10 @@ use notify::Watcher as _;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use turnpike_dataplane::admin::{self, AdminState};
-use turnpike_dataplane::runtime::Dataplane;
+use turnpike_dataplane::cds::client::{CdsClientOptions, subscribe};
+use turnpike_dataplane::runtime::{Dataplane, apply_cds_event};
+
+use crate::cds::{CdsServer, CertificateAuthority};
 
 use crate::objects::{Key, key_string};
 use crate::publish::{Publisher, Update};
@@ -31,7 +34,12 @@ pub enum RunError {
     },
     #[error("signal handler: {0}")]
     Signal(std::io::Error),
+    #[error("CDS: {0}")]
+    Cds(String),
 }
+
+/// The name in the in-memory CDS server certificate.
+const CDS_SERVER_NAME: &str = "turnpike-cds";
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -40,6 +48,8 @@ pub struct RunOptions {
     pub admin: SocketAddr,
     /// The first Gateway's dataplane admin port; each further Gateway takes the next.
     pub dataplane_admin: SocketAddr,
+    /// Where the CDS server listens (QUIC); port 0 picks a free one.
+    pub cds: SocketAddr,
     pub workers: usize,
 }
 
@@ -60,7 +70,9 @@ pub struct StatusReport {
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DataplaneReport {
-    pub generation: u64,
+    pub published_generation: u64,
+    /// Read when the report was written; a dataplane applies over CDS a moment later.
+    pub applied_generation: u64,
     pub admin: String,
 }
 
@@ -78,59 +90,94 @@ fn now_time() -> Time {
     Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap_or_default())
 }
 
-/// The dataplanes this process runs, one per Gateway.
+/// The dataplanes this process runs, one per Gateway. Each follows its Gateway over CDS
+/// like a dataplane pod would, so standalone mode exercises the real delivery path.
 struct LocalDataplanes {
-    running: BTreeMap<String, (Dataplane, tokio::task::JoinHandle<()>, SocketAddr)>,
+    running: BTreeMap<String, LocalDataplane>,
     workers: usize,
     admin_base: SocketAddr,
+    cds: SocketAddr,
+    ca: Arc<CertificateAuthority>,
+}
+
+struct LocalDataplane {
+    task: tokio::task::JoinHandle<()>,
+    admin: SocketAddr,
+    status: Arc<turnpike_dataplane::metrics::Status>,
 }
 
 impl LocalDataplanes {
     fn next_admin(&self) -> SocketAddr {
         let mut port = self.admin_base.port();
-        while self.running.values().any(|(_, _, a)| a.port() == port) {
+        while self.running.values().any(|d| d.admin.port() == port) {
             port += 1;
         }
         SocketAddr::new(self.admin_base.ip(), port)
     }
 
-    async fn apply(&mut self, u: Update) {
-        match u {
-            Update::Snapshot(cfg) => {
-                let name = cfg.name.clone();
-                if let Some((dp, _, _)) = self.running.get_mut(&name) {
-                    dp.apply(cfg, "control plane");
-                    return;
-                }
-                let admin = self.next_admin();
-                match Dataplane::start(cfg, self.workers, "control plane") {
-                    Ok(dp) => {
-                        let state = AdminState {
-                            metrics: dp.metrics.clone(),
-                            status: dp.status.clone(),
-                            workers: self.workers,
-                        };
-                        let task = tokio::spawn(async move {
-                            if let Err(e) = admin::serve(admin, state).await {
-                                tracing::error!(%admin, error = %e, "dataplane admin server stopped");
-                            }
-                        });
-                        tracing::info!(gateway = %name, %admin, "dataplane started");
-                        self.running.insert(name, (dp, task, admin));
-                    }
-                    Err(e) => {
-                        tracing::error!(gateway = %name, error = %e, "cannot start dataplane")
-                    }
-                }
+    /// Starts a dataplane for every Gateway that got its first snapshot, and forgets the
+    /// ones whose task ended (their Gateway was deleted).
+    async fn reconcile(&mut self, updates: &[Update]) {
+        self.running.retain(|_, d| !d.task.is_finished());
+        for u in updates {
+            let Update::Snapshot(cfg) = u else { continue };
+            if self.running.contains_key(&cfg.name) {
+                continue;
             }
-            Update::Deleted(name) => {
-                if let Some((dp, task, _)) = self.running.remove(&name) {
-                    task.abort();
-                    let _ = tokio::task::spawn_blocking(move || dp.stop()).await;
-                    tracing::info!(gateway = %name, "dataplane stopped: its Gateway is gone");
-                }
+            if let Err(e) = self.spawn(cfg.name.clone()).await {
+                tracing::error!(gateway = %cfg.name, error = %e, "cannot start dataplane");
             }
         }
+    }
+
+    async fn spawn(&mut self, gateway: String) -> Result<(), String> {
+        let admin = self.next_admin();
+        let tls = self
+            .ca
+            .issue_client(&format!("dataplane:{gateway}"))
+            .map_err(|e| e.to_string())?;
+        let mut events = subscribe(CdsClientOptions {
+            server: self.cds,
+            server_name: CDS_SERVER_NAME.into(),
+            tls,
+            gateway: gateway.clone(),
+        })
+        .map_err(|e| e.to_string())?;
+        let mut dp = Dataplane::new(self.workers);
+        let state = AdminState {
+            metrics: dp.metrics.clone(),
+            status: dp.status.clone(),
+            workers: self.workers,
+        };
+        let listener = tokio::net::TcpListener::bind(admin)
+            .await
+            .map_err(|e| format!("dataplane admin {admin}: {e}"))?;
+        let status = dp.status.clone();
+        let name = gateway.clone();
+        let task = tokio::spawn(async move {
+            let server = tokio::spawn(async move {
+                let _ = axum::serve(listener, admin::router(state)).await;
+            });
+            let source = "control plane (CDS)";
+            while let Some(ev) = events.recv().await {
+                if !apply_cds_event(&mut dp, ev, source) {
+                    break;
+                }
+            }
+            server.abort();
+            let _ = tokio::task::spawn_blocking(move || dp.stop()).await;
+            tracing::info!(gateway = %name, "dataplane stopped");
+        });
+        tracing::info!(%gateway, %admin, "dataplane started");
+        self.running.insert(
+            gateway,
+            LocalDataplane {
+                task,
+                admin,
+                status,
+            },
+        );
+        Ok(())
     }
 }
 
@@ -187,11 +234,27 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(RunError::Signal)?;
+    let ca = Arc::new(
+        CertificateAuthority::generate("turnpike standalone CDS CA")
+            .map_err(|e| RunError::Cds(e.to_string()))?,
+    );
+    let server_id = ca
+        .issue_server(&[
+            CDS_SERVER_NAME.to_string(),
+            "localhost".into(),
+            opts.cds.ip().to_string(),
+        ])
+        .map_err(|e| RunError::Cds(e.to_string()))?;
+    let cds = CdsServer::start(opts.cds, &server_id).map_err(|e| RunError::Cds(e.to_string()))?;
+    let cds_addr = cds.local_addr().map_err(|e| RunError::Cds(e.to_string()))?;
+    tracing::info!(addr = %cds_addr, "CDS server listening (QUIC, mutual TLS, in-memory CA)");
     let mut publisher = Publisher::default();
     let mut dataplanes = LocalDataplanes {
         running: BTreeMap::new(),
         workers: opts.workers,
         admin_base: opts.dataplane_admin,
+        cds: cds_addr,
+        ca,
     };
     let mut previous_secrets: BTreeMap<Key, Vec<(String, u64)>> = BTreeMap::new();
     let mut last_secrets: BTreeMap<Key, String> = BTreeMap::new();
@@ -199,6 +262,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         reload(
             &opts,
             &report,
+            &cds,
             &mut publisher,
             &mut dataplanes,
             &mut previous_secrets,
@@ -215,17 +279,20 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             _ = term.recv() => break,
         }
     }
-    for (name, (dp, task, _)) in std::mem::take(&mut dataplanes.running) {
-        task.abort();
-        let _ = tokio::task::spawn_blocking(move || dp.stop()).await;
-        tracing::info!(gateway = %name, "dataplane stopped");
+    // Deleting every Gateway stops each dataplane the way a real deletion would.
+    let all: BTreeMap<_, _> = BTreeMap::new();
+    cds.publish(&publisher.update(&all, &Default::default()));
+    for (_, d) in std::mem::take(&mut dataplanes.running) {
+        let _ = tokio::time::timeout(Duration::from_secs(5), d.task).await;
     }
+    cds.close();
     Ok(())
 }
 
 async fn reload(
     opts: &RunOptions,
     report: &Arc<Mutex<StatusReport>>,
+    cds: &CdsServer,
     publisher: &mut Publisher,
     dataplanes: &mut LocalDataplanes,
     previous_secrets: &mut BTreeMap<Key, Vec<(String, u64)>>,
@@ -282,9 +349,9 @@ async fn reload(
         rendered = render(&objects, &ctx);
     }
     log_statuses(&rendered);
-    for u in publisher.update(&rendered.configs, &rendered.held) {
-        dataplanes.apply(u).await;
-    }
+    let updates = publisher.update(&rendered.configs, &rendered.held);
+    cds.publish(&updates);
+    dataplanes.reconcile(&updates).await;
     if let Ok(mut r) = report.lock() {
         r.errors.clear();
         r.gateway_classes = rendered
@@ -300,16 +367,17 @@ async fn reload(
             .current()
             .iter()
             .map(|(name, cfg)| {
-                let admin = dataplanes
-                    .running
-                    .get(name)
-                    .map(|(_, _, a)| a.to_string())
-                    .unwrap_or_default();
+                let d = dataplanes.running.get(name);
                 (
                     name.clone(),
                     DataplaneReport {
-                        generation: cfg.generation,
-                        admin,
+                        published_generation: cfg.generation,
+                        applied_generation: d.map_or(0, |d| {
+                            d.status
+                                .generation
+                                .load(std::sync::atomic::Ordering::Relaxed)
+                        }),
+                        admin: d.map(|d| d.admin.to_string()).unwrap_or_default(),
                     },
                 )
             })

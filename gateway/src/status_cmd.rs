@@ -61,8 +61,8 @@ pub fn format_report(report: &Value) -> String {
         if let Some(dp) = report["dataplanes"].get(name) {
             let _ = writeln!(
                 o,
-                "    dataplane: config generation {}, admin {}",
-                dp["generation"],
+                "    dataplane: config generation {} published, admin {}",
+                dp["publishedGeneration"],
                 dp["admin"].as_str().unwrap_or("")
             );
         }

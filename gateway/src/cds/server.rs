@@ -1,0 +1,151 @@
+//! The CDS server: QUIC with client certificates from our CA; every subscriber gets the
+//! current snapshot of its Gateway at once and each newer one as it is published.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use turnpike_dataplane::cds::{
+    ALL, ALPN, CdsError, ClientMessage, ServerMessage, TlsIdentity, crypto_provider, read_frame,
+    write_frame,
+};
+use turnpike_dataplane::config::DataplaneConfig;
+
+use crate::publish::Update;
+
+/// Every published config, by Gateway.
+type Snapshots = Arc<BTreeMap<String, DataplaneConfig>>;
+
+pub struct CdsServer {
+    state: watch::Sender<Snapshots>,
+    endpoint: quinn::Endpoint,
+}
+
+fn server_config(id: &TlsIdentity) -> Result<quinn::ServerConfig, CdsError> {
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(id.roots()?),
+        crypto_provider(),
+    )
+    .build()
+    .map_err(|e| CdsError::Tls(e.to_string()))?;
+    let (chain, key) = id.chain()?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| CdsError::Tls(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| CdsError::Tls(e.to_string()))?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| CdsError::Tls(e.to_string()))?;
+    Ok(quinn::ServerConfig::with_crypto(Arc::new(quic)))
+}
+
+impl CdsServer {
+    /// Binds `addr` (UDP) and serves until dropped.
+    pub fn start(addr: SocketAddr, id: &TlsIdentity) -> Result<Self, CdsError> {
+        let endpoint = quinn::Endpoint::server(server_config(id)?, addr)?;
+        let (state, _) = watch::channel(Snapshots::default());
+        let epoch = rand::random();
+        let server = CdsServer {
+            state,
+            endpoint: endpoint.clone(),
+        };
+        let rx = server.state.subscribe();
+        tokio::spawn(async move {
+            while let Some(incoming) = endpoint.accept().await {
+                let rx = rx.clone();
+                tokio::spawn(async move {
+                    let remote = incoming.remote_address();
+                    if let Err(e) = serve(incoming, rx, epoch).await {
+                        tracing::debug!(%remote, error = %e, "CDS session ended");
+                    }
+                });
+            }
+        });
+        Ok(server)
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// Publishes updates to every subscriber.
+    pub fn publish(&self, updates: &[Update]) {
+        if updates.is_empty() {
+            return;
+        }
+        self.state.send_modify(|s| {
+            let m = Arc::make_mut(s);
+            for u in updates {
+                match u {
+                    Update::Snapshot(c) => {
+                        m.insert(c.name.clone(), c.clone());
+                    }
+                    Update::Deleted(name) => {
+                        m.remove(name);
+                    }
+                }
+            }
+        });
+    }
+
+    /// Stops accepting and closes every connection (clients keep their configs).
+    pub fn close(&self) {
+        self.endpoint.close(0u32.into(), b"shutting down");
+    }
+}
+
+async fn serve(
+    incoming: quinn::Incoming,
+    mut rx: watch::Receiver<Snapshots>,
+    epoch: u64,
+) -> Result<(), CdsError> {
+    let conn = incoming.await?;
+    let (mut send, mut recv) = conn.accept_bi().await?;
+    let Some(ClientMessage::Subscribe { gateway }) = read_frame(&mut recv).await? else {
+        return Ok(());
+    };
+    tracing::info!(remote = %conn.remote_address(), %gateway, "CDS subscriber");
+    let mut sent: BTreeMap<String, u64> = BTreeMap::new();
+    loop {
+        let snap = rx.borrow_and_update().clone();
+        for (name, cfg) in snap
+            .iter()
+            .filter(|(n, _)| gateway == ALL || **n == gateway)
+        {
+            if sent.get(name) != Some(&cfg.generation) {
+                write_frame(
+                    &mut send,
+                    &ServerMessage::Snapshot {
+                        epoch,
+                        generation: cfg.generation,
+                        config: Box::new(cfg.clone()),
+                    },
+                )
+                .await?;
+                sent.insert(name.clone(), cfg.generation);
+            }
+        }
+        let gone: Vec<String> = sent
+            .keys()
+            .filter(|n| !snap.contains_key(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            write_frame(
+                &mut send,
+                &ServerMessage::Deleted {
+                    gateway: name.clone(),
+                },
+            )
+            .await?;
+            sent.remove(&name);
+        }
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return Ok(()) },
+            _ = conn.closed() => return Ok(()),
+        }
+    }
+}
