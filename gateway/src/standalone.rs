@@ -285,7 +285,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     for (_, d) in std::mem::take(&mut dataplanes.running) {
         let _ = tokio::time::timeout(Duration::from_secs(5), d.task).await;
     }
-    cds.close();
+    cds.shutdown().await;
     Ok(())
 }
 

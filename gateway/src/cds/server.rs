@@ -20,6 +20,7 @@ type Snapshots = Arc<BTreeMap<String, DataplaneConfig>>;
 pub struct CdsServer {
     state: watch::Sender<Snapshots>,
     endpoint: quinn::Endpoint,
+    accept: tokio::task::JoinHandle<()>,
 }
 
 fn server_config(id: &TlsIdentity) -> Result<quinn::ServerConfig, CdsError> {
@@ -48,12 +49,10 @@ impl CdsServer {
         let endpoint = quinn::Endpoint::server(server_config(id)?, addr)?;
         let (state, _) = watch::channel(Snapshots::default());
         let epoch = rand::random();
-        let server = CdsServer {
-            state,
-            endpoint: endpoint.clone(),
-        };
-        let rx = server.state.subscribe();
-        tokio::spawn(async move {
+        let rx = state.subscribe();
+        let accept_endpoint = endpoint.clone();
+        let accept = tokio::spawn(async move {
+            let endpoint = accept_endpoint;
             while let Some(incoming) = endpoint.accept().await {
                 let rx = rx.clone();
                 tokio::spawn(async move {
@@ -64,7 +63,11 @@ impl CdsServer {
                 });
             }
         });
-        Ok(server)
+        Ok(CdsServer {
+            state,
+            endpoint,
+            accept,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -91,9 +94,13 @@ impl CdsServer {
         });
     }
 
-    /// Stops accepting and closes every connection (clients keep their configs).
-    pub fn close(&self) {
+    /// Stops accepting, closes every connection (clients keep their configs) and waits
+    /// until the socket is released.
+    pub async fn shutdown(self) {
         self.endpoint.close(0u32.into(), b"shutting down");
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(3), self.endpoint.wait_idle())
+            .await;
+        let _ = self.accept.await;
     }
 }
 

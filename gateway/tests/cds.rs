@@ -1,0 +1,172 @@
+//! CDS over real QUIC on loopback: snapshot ordering, reconnect after a server restart with
+//! the last good config kept, and refusal of a client certificate from another CA.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use turnpike_dataplane::cds::client::{CdsClientOptions, CdsEvent, subscribe};
+use turnpike_dataplane::config::DataplaneConfig;
+use turnpike_gateway::cds::{CdsServer, CertificateAuthority};
+use turnpike_gateway::publish::{Publisher, Update};
+
+fn config(gateway: &str, realm: &str) -> DataplaneConfig {
+    DataplaneConfig::parse(&format!(
+        "version: v1alpha1\nname: {gateway}\nrealm: {realm}\nauth: {{type: ephemeral, secret: s}}\nlisteners: []\n"
+    ))
+    .unwrap()
+}
+
+fn publish(server: &CdsServer, publisher: &mut Publisher, configs: &[(&str, &str)]) -> Vec<Update> {
+    let map = configs
+        .iter()
+        .map(|(g, r)| (g.to_string(), config(g, r)))
+        .collect();
+    let updates = publisher.update(&map, &Default::default());
+    server.publish(&updates);
+    updates
+}
+
+async fn next_config(rx: &mut mpsc::Receiver<CdsEvent>) -> DataplaneConfig {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+            Ok(Some(CdsEvent::Snapshot(c))) => return *c,
+            Ok(Some(_)) => continue,
+            other => panic!("expected a snapshot, got {other:?}"),
+        }
+    }
+}
+
+fn client(
+    ca: &CertificateAuthority,
+    server: SocketAddr,
+    gateway: &str,
+) -> mpsc::Receiver<CdsEvent> {
+    subscribe(CdsClientOptions {
+        server,
+        server_name: "turnpike-cds".into(),
+        tls: ca.issue_client("test").unwrap(),
+        gateway: gateway.into(),
+    })
+    .unwrap()
+}
+
+async fn start(ca: &CertificateAuthority, addr: &str) -> CdsServer {
+    let id = ca.issue_server(&["turnpike-cds".into()]).unwrap();
+    // A restarted server may find the old socket still closing for a moment.
+    for _ in 0..40 {
+        match CdsServer::start(addr.parse().unwrap(), &id) {
+            Ok(s) => return s,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    panic!("cannot bind {addr}");
+}
+
+#[tokio::test]
+async fn snapshots_arrive_in_order_and_deletions_follow() {
+    let ca = CertificateAuthority::generate("test CA").unwrap();
+    let server = start(&ca, "127.0.0.1:0").await;
+    let addr = server.local_addr().unwrap();
+    let mut publisher = Publisher::default();
+    publish(
+        &server,
+        &mut publisher,
+        &[("ns/a", "r1"), ("ns/b", "other")],
+    );
+    let mut rx = client(&ca, addr, "ns/a");
+    let first = next_config(&mut rx).await;
+    assert_eq!((first.realm.as_str(), first.generation), ("r1", 1));
+    for (i, realm) in ["r2", "r3", "r4"].iter().enumerate() {
+        publish(
+            &server,
+            &mut publisher,
+            &[("ns/a", realm), ("ns/b", "other")],
+        );
+        let c = next_config(&mut rx).await;
+        // Never the other Gateway's config, never out of order.
+        assert_eq!(c.name, "ns/a");
+        assert_eq!((c.realm.as_str(), c.generation), (*realm, i as u64 + 2));
+    }
+    publish(&server, &mut publisher, &[("ns/b", "other")]);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+        {
+            Some(CdsEvent::Deleted(g)) => {
+                assert_eq!(g, "ns/a");
+                break;
+            }
+            Some(CdsEvent::Snapshot(c)) => panic!("unexpected snapshot {}", c.name),
+            _ => {}
+        }
+    }
+    // `all` subscribers see every Gateway.
+    let mut all = client(&ca, addr, "all");
+    assert_eq!(next_config(&mut all).await.name, "ns/b");
+}
+
+#[tokio::test]
+async fn reconnects_after_a_server_restart() {
+    let ca = CertificateAuthority::generate("test CA").unwrap();
+    let server = start(&ca, "127.0.0.1:0").await;
+    let addr = server.local_addr().unwrap();
+    let mut publisher = Publisher::default();
+    publish(&server, &mut publisher, &[("ns/a", "before")]);
+    let mut rx = client(&ca, addr, "ns/a");
+    assert_eq!(next_config(&mut rx).await.realm, "before");
+
+    server.shutdown().await;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+        {
+            Some(CdsEvent::Disconnected(_)) => break,
+            Some(CdsEvent::Snapshot(c)) => panic!("no snapshot while down: {c:?}"),
+            _ => {}
+        }
+    }
+    // A new server process: a new epoch, generations start at 1 again.
+    let server = start(&ca, &addr.to_string()).await;
+    let mut publisher = Publisher::default();
+    publish(&server, &mut publisher, &[("ns/a", "after")]);
+    let c = next_config(&mut rx).await;
+    assert_eq!((c.realm.as_str(), c.generation), ("after", 1));
+}
+
+#[tokio::test]
+async fn a_certificate_from_another_ca_is_refused() {
+    let ca = CertificateAuthority::generate("test CA").unwrap();
+    let rogue = CertificateAuthority::generate("rogue CA").unwrap();
+    let server = start(&ca, "127.0.0.1:0").await;
+    let addr = server.local_addr().unwrap();
+    let mut publisher = Publisher::default();
+    publish(&server, &mut publisher, &[("ns/a", "secret-config")]);
+    // The rogue client trusts our server (it has our CA) but presents a rogue certificate.
+    let mut tls = rogue.issue_client("intruder").unwrap();
+    tls.ca_pem = ca.ca_pem();
+    let mut rx = subscribe(CdsClientOptions {
+        server: addr,
+        server_name: "turnpike-cds".into(),
+        tls,
+        gateway: "ns/a".into(),
+    })
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut disconnects = 0;
+    while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+        match ev {
+            CdsEvent::Snapshot(c) => panic!("a rogue client got {c:?}"),
+            CdsEvent::Disconnected(_) => disconnects += 1,
+            CdsEvent::Connected | CdsEvent::Deleted(_) => {}
+        }
+    }
+    assert!(disconnects >= 1, "the handshake must fail");
+    // The legitimate client still works.
+    let mut ok = client(&ca, addr, "ns/a");
+    assert_eq!(next_config(&mut ok).await.realm, "secret-config");
+}
