@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod cds;
+pub mod client;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;

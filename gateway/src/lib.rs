@@ -7,6 +7,7 @@
 pub mod cds;
 pub mod crd;
 pub mod objects;
+pub mod probe;
 pub mod publish;
 pub mod render;
 pub mod source;

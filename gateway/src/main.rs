@@ -35,6 +35,38 @@ enum Command {
     Status(StatusArgs),
     /// Run one TURN dataplane.
     Dataplane(DataplaneArgs),
+    /// Check a TURN server: allocate, permit a peer, echo through it, report the RTT.
+    Probe(ProbeArgs),
+}
+
+#[derive(clap::Args)]
+struct ProbeArgs {
+    /// Take server, credentials and peer from this directory of YAML (as `turnpike run`).
+    #[arg(long, default_value = "examples/quickstart")]
+    dir: PathBuf,
+    /// The Gateway (`namespace/name`) to probe when the directory holds several.
+    #[arg(long)]
+    gateway: Option<String>,
+    /// TURN server, instead of the Gateway's address.
+    #[arg(long)]
+    server: Option<SocketAddr>,
+    /// Credentials, instead of ones derived from the directory.
+    #[arg(long, requires = "password")]
+    username: Option<String>,
+    #[arg(long)]
+    password: Option<String>,
+    /// The echo peer, instead of the route's first endpoint.
+    #[arg(long)]
+    peer: Option<SocketAddr>,
+    /// Start a UDP echo server on the peer address first.
+    #[arg(long)]
+    echo: bool,
+    /// Messages to echo.
+    #[arg(long, default_value_t = 10)]
+    count: usize,
+    /// Use Send indications instead of a channel.
+    #[arg(long)]
+    indications: bool,
 }
 
 #[derive(clap::Args)]
@@ -184,6 +216,7 @@ fn main() -> anyhow::Result<()> {
                 print!("{}", turnpike_gateway::status_cmd::format_report(&v));
             }
         }
+        Command::Probe(a) => probe(a)?,
         Command::Dataplane(a) => {
             let workers = a.workers.unwrap_or(cores);
             let source = match (a.config, a.cds) {
@@ -244,4 +277,66 @@ async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
         head.lines().next().unwrap_or("")
     );
     Ok(body.to_string())
+}
+
+fn probe(a: ProbeArgs) -> anyhow::Result<()> {
+    use turnpike_gateway::probe;
+    let mut target = match probe::target_from_dir(&a.dir, a.gateway.as_deref()) {
+        Ok(t) => t,
+        Err(e) if a.server.is_some() && a.username.is_some() && a.peer.is_some() => {
+            tracing::debug!(error = %e, "directory not used");
+            probe::Target {
+                server: a.server.context("--server")?,
+                username: String::new(),
+                password: String::new(),
+                peer: a.peer,
+            }
+        }
+        Err(e) => anyhow::bail!("{}: {e}", a.dir.display()),
+    };
+    if let Some(s) = a.server {
+        target.server = s;
+    }
+    if let (Some(u), Some(p)) = (a.username, a.password) {
+        target.username = u;
+        target.password = p;
+    }
+    let peer = a
+        .peer
+        .or(target.peer)
+        .context("no peer: give --peer or a route with IP:port endpoints")?;
+    if a.echo {
+        probe::start_echo(peer).with_context(|| format!("starting an echo server on {peer}"))?;
+        println!("echo server on {peer}");
+    }
+    println!("TURN server {} as {}", target.server, target.username);
+    let r = probe::probe(&target, peer, a.count, !a.indications).context("probe failed")?;
+    let mut rtts = r.rtts.clone();
+    rtts.sort();
+    let pct = |q: f64| {
+        rtts.get(((rtts.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or_default()
+    };
+    println!("relayed address {}", r.relayed);
+    println!(
+        "echoed {}/{} through {} via {}: rtt p50 {:?}, max {:?}",
+        r.received,
+        r.sent,
+        peer,
+        if a.indications {
+            "Send indications"
+        } else {
+            "a channel"
+        },
+        pct(0.5),
+        pct(1.0)
+    );
+    anyhow::ensure!(
+        r.received == r.sent,
+        "{} of {} messages lost",
+        r.sent - r.received,
+        r.sent
+    );
+    Ok(())
 }

@@ -1,0 +1,152 @@
+//! `turnpike probe`: allocate, permit, echo through a peer and report the round trip — a
+//! command-line version of a browser's TURN connectivity check.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use turnpike_dataplane::client::{ClientError, TurnClient};
+use turnpike_dataplane::config::{AuthType, DataplaneConfig, Protocol, parse_endpoint};
+
+use crate::render::{RenderContext, render};
+use crate::source::dir::load_dir;
+
+/// Server, credentials and peer worked out from a directory of YAML.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub server: SocketAddr,
+    pub username: String,
+    pub password: String,
+    pub peer: Option<SocketAddr>,
+}
+
+/// Derives a probe target from the first (or the named) Gateway of `dir`.
+pub fn target_from_dir(dir: &Path, gateway: Option<&str>) -> Result<Target, String> {
+    let objects = load_dir(dir).map_err(|errs| {
+        errs.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
+    let ctx = RenderContext {
+        now: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()),
+        standalone: true,
+        dataplane_image: String::new(),
+        cds_address: String::new(),
+        previous_secrets: Default::default(),
+    };
+    let rendered = render(&objects, &ctx);
+    let cfg: &DataplaneConfig = match gateway {
+        Some(g) => rendered
+            .configs
+            .get(g)
+            .ok_or_else(|| format!("no rendered config for Gateway {g}"))?,
+        None => rendered
+            .configs
+            .values()
+            .next()
+            .ok_or("no Gateway of a Turnpike GatewayClass renders in that directory")?,
+    };
+    let listener = cfg
+        .listeners
+        .iter()
+        .find(|l| l.protocol == Protocol::TurnUdp)
+        .ok_or_else(|| format!("Gateway {} has no TURN-UDP listener", cfg.name))?;
+    let host = listener
+        .public_address
+        .as_deref()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(listener.address);
+    let server = SocketAddr::new(host, listener.public_port.unwrap_or(listener.port));
+    let (username, password) = match cfg.auth.kind {
+        AuthType::Ephemeral => {
+            let secret = cfg.auth.secret.clone().unwrap_or_default();
+            let expiry = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+                + 600;
+            turnpike_auth::ephemeral_credential(&secret, "turnpike-probe", expiry)
+        }
+        AuthType::Static => {
+            let u = cfg.auth.users.first().ok_or("static auth without users")?;
+            (u.username.clone(), u.password.clone())
+        }
+    };
+    let peer = listener
+        .routes
+        .iter()
+        .filter_map(|r| cfg.routes.iter().find(|x| &x.name == r))
+        .flat_map(|r| r.endpoints.iter())
+        .filter_map(|e| parse_endpoint(e).ok())
+        .find(|(net, ports)| net.prefix_len() == net.max_prefix_len() && ports.0 != 0)
+        .map(|(net, ports)| SocketAddr::new(net.addr(), ports.0));
+    Ok(Target {
+        server,
+        username,
+        password,
+        peer,
+    })
+}
+
+/// Answers every datagram on `addr` with itself, in a background thread.
+pub fn start_echo(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    let sock = UdpSocket::bind(addr)?;
+    let local = sock.local_addr()?;
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let _ = sock.send_to(&buf[..n], from);
+        }
+    });
+    Ok(local)
+}
+
+#[derive(Debug, Clone)]
+pub struct ProbeReport {
+    pub relayed: SocketAddr,
+    pub sent: usize,
+    pub received: usize,
+    pub rtts: Vec<Duration>,
+}
+
+/// Allocates on `target.server`, permits `peer`, sends `count` messages over a channel (or
+/// Send indications) and waits for each echo.
+pub fn probe(
+    target: &Target,
+    peer: SocketAddr,
+    count: usize,
+    use_channel: bool,
+) -> Result<ProbeReport, ClientError> {
+    let mut c = TurnClient::new(target.server, &target.username, &target.password)?;
+    let relayed = c.allocate()?;
+    if use_channel {
+        c.channel_bind(peer, 0x4000)?;
+    } else {
+        c.create_permission(peer)?;
+    }
+    let mut rtts = Vec::new();
+    for i in 0..count {
+        let payload = format!("turnpike-probe {i}");
+        let start = Instant::now();
+        if use_channel {
+            c.send_channel(0x4000, payload.as_bytes())?;
+        } else {
+            c.send_indication(peer, payload.as_bytes())?;
+        }
+        match c.recv(Duration::from_secs(1)) {
+            Ok((from, data)) if from == peer && data == payload.as_bytes() => {
+                rtts.push(start.elapsed())
+            }
+            Ok(_) | Err(ClientError::Timeout) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let _ = c.release();
+    Ok(ProbeReport {
+        relayed,
+        sent: count,
+        received: rtts.len(),
+        rtts,
+    })
+}
