@@ -1,0 +1,317 @@
+//! `turnpike run DIR` end to end: Gateway API YAML in a directory, configs over CDS to the
+//! in-process dataplane, real clients relaying, and live edits of the files.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use turnpike_auth::ephemeral_credential;
+use turnpike_dataplane::client::TurnClient;
+use turnpike_tests::{
+    Proc, echo_peer, free_tcp_port, free_udp_port, http_get, python_script, turnpike_bin,
+    uclient_relay,
+};
+
+const SECRET: &str = "standalone-secret";
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn write_base(dir: &Path, turn_port: u16) {
+    std::fs::write(
+        dir.join("00-class.yaml"),
+        format!(
+            r#"apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: turnpike}}
+spec:
+  controllerName: turnpike.dev/gateway-controller
+  parametersRef: {{group: turnpike.dev, kind: GatewayConfig, name: cfg, namespace: default}}
+---
+apiVersion: turnpike.dev/v1alpha1
+kind: GatewayConfig
+metadata: {{name: cfg, namespace: default}}
+spec:
+  auth: {{type: ephemeral, secretRef: {{name: auth}}}}
+  limits: {{maxAllocationsPerUser: 1000}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: auth, namespace: default}}
+stringData: {{secret: {SECRET}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: default}}
+spec:
+  gatewayClassName: turnpike
+  addresses: [{{type: IPAddress, value: 127.0.0.1}}]
+  listeners:
+    - {{name: udp, protocol: TURN-UDP, port: {turn_port}}}
+"#
+        ),
+    )
+    .unwrap();
+}
+
+/// The "echo" route: a Service whose EndpointSlice points at 127.0.0.1:`peer` (and
+/// `peer + 1`, which turnutils_uclient also binds).
+fn write_echo_route(dir: &Path, peer: u16) {
+    let tmp = dir.join(".20-echo.yaml.tmp");
+    std::fs::write(
+        &tmp,
+        format!(
+            r#"apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: UDPRoute
+metadata: {{name: echo, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+    - backendRefs: [{{name: echo, port: 9}}, {{name: echo, port: 10}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: echo, namespace: default}}
+spec:
+  clusterIP: None
+  ports: [{{name: a, port: 9}}, {{name: b, port: 10}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: echo-1, namespace: default, labels: {{kubernetes.io/service-name: echo}}}}
+addressType: IPv4
+ports: [{{name: a, port: {peer}}}, {{name: b, port: {}}}]
+endpoints: [{{addresses: [127.0.0.1]}}]
+"#,
+            peer + 1
+        ),
+    )
+    .unwrap();
+    // Renamed into place, as editors and `kubectl`-like tools do: never half a file.
+    std::fs::rename(&tmp, dir.join("20-echo.yaml")).unwrap();
+}
+
+/// An unrelated route to a StaticService on 127.0.0.1:`peer`-`peer + 1`.
+fn write_other_route(dir: &Path, peer: u16) {
+    std::fs::write(
+        dir.join("30-other.yaml"),
+        format!(
+            r#"apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: UDPRoute
+metadata: {{name: other, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+    - backendRefs: [{{group: turnpike.dev, kind: StaticService, name: other}}]
+---
+apiVersion: turnpike.dev/v1alpha1
+kind: StaticService
+metadata: {{name: other, namespace: default}}
+spec:
+  addresses: [127.0.0.1]
+  ports: [{{port: {peer}, endPort: {}}}]
+"#,
+            peer + 1
+        ),
+    )
+    .unwrap();
+}
+
+struct Run {
+    _proc: Proc,
+    admin: u16,
+    dp_admin: u16,
+    log: std::path::PathBuf,
+}
+
+fn start_run(dir: &Path) -> Run {
+    let (admin, dp_admin) = (free_tcp_port(), free_tcp_port());
+    let log = dir.parent().unwrap().join(format!("run-{admin}.log"));
+    let f = std::fs::File::create(&log).unwrap();
+    let proc = Proc::spawn(
+        "turnpike run",
+        Command::new(turnpike_bin())
+            .arg("run")
+            .arg(dir)
+            .args(["--admin", &format!("127.0.0.1:{admin}")])
+            .args(["--dataplane-admin", &format!("127.0.0.1:{dp_admin}")])
+            .args(["--cds", "127.0.0.1:0", "--workers", "2"])
+            .env("RUST_LOG", "info")
+            .stdout(f.try_clone().unwrap())
+            .stderr(f),
+    );
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        if let Some((200, _)) = http_get(dp_admin, "/readyz") {
+            return Run {
+                _proc: proc,
+                admin,
+                dp_admin,
+                log,
+            };
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "dataplane never ready:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
+
+fn client(port: u16) -> TurnClient {
+    let (u, p) = ephemeral_credential(SECRET, "e2e", unix_now() + 600);
+    TurnClient::new(SocketAddr::from(([127, 0, 0, 1], port)), &u, &p).unwrap()
+}
+
+/// Sends to `peer` every 20 ms until an echo comes back (or not) — returns when the
+/// wanted state (`echoing`) was first seen.
+fn wait_echo_state(
+    c: &TurnClient,
+    peer: SocketAddr,
+    echoing: bool,
+    timeout: Duration,
+) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        c.send_indication(peer, b"ping").unwrap();
+        let got = matches!(c.recv(Duration::from_millis(40)), Ok((from, _)) if from == peer);
+        if got == echoing {
+            return Some(start.elapsed());
+        }
+    }
+    None
+}
+
+#[test]
+fn run_relays_hot_swaps_routes_and_survives_broken_files() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("config");
+    std::fs::create_dir(&dir).unwrap();
+    let (turn, a, b, other) = (
+        free_udp_port(),
+        free_udp_port(),
+        free_udp_port(),
+        free_udp_port(),
+    );
+    let _pa = echo_peer(a);
+    let _pb = echo_peer(b);
+    let _po = echo_peer(other);
+    write_base(&dir, turn);
+    write_echo_route(&dir, a);
+    write_other_route(&dir, other);
+    let run = start_run(&dir);
+
+    // Real clients through the route, as the acceptance command does.
+    let r = uclient_relay(turn, a, 5, 100, &["-W", SECRET]);
+    assert_eq!(r.lost, Some(0), "{}", r.output);
+    let (u, p) = ephemeral_credential(SECRET, "aioice", unix_now() + 600);
+    let (ok, out) = python_script(
+        "aioice_echo.py",
+        &[
+            "--server",
+            &format!("127.0.0.1:{turn}"),
+            "--username",
+            &u,
+            "--password",
+            &p,
+            "--peer",
+            &format!("127.0.0.1:{a}"),
+        ],
+    );
+    assert!(ok, "{out}");
+
+    // An unrelated allocation keeps flowing through everything below (~6 s).
+    let unrelated =
+        std::thread::spawn(move || uclient_relay(turn, other, 2, 300, &["-z", "20", "-W", SECRET]));
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let peer_a = SocketAddr::from(([127, 0, 0, 1], a));
+    let peer_b = SocketAddr::from(([127, 0, 0, 1], b));
+    let mut c = client(turn);
+    c.allocate().unwrap();
+    c.create_permission(peer_a).unwrap();
+    assert!(wait_echo_state(&c, peer_a, true, Duration::from_secs(2)).is_some());
+
+    // Point the route at peer B.
+    let edited = Instant::now();
+    write_echo_route(&dir, b);
+    let refused =
+        wait_echo_state(&c, peer_a, false, Duration::from_secs(3)).expect("A still relays");
+    let t_refused = edited.elapsed();
+    let flows = wait_echo_state(&c, peer_b, true, Duration::from_secs(3)).expect("B never relays");
+    let t_flows = edited.elapsed();
+    assert!(
+        t_refused < Duration::from_secs(1),
+        "old peer refused after {t_refused:?} ({refused:?})"
+    );
+    assert!(
+        t_flows < Duration::from_secs(1),
+        "new peer relays after {t_flows:?} ({flows:?})"
+    );
+
+    // A broken file: reported with file, document and field; traffic unaffected.
+    std::fs::write(dir.join("40-broken.yaml"), "apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: UDPRoute\nmetadata: {name: bad}\nspec: {parentRefs: [{name: gw, port: not-a-number}], rules: []}\n").unwrap();
+    let end = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        let s = http_get(run.admin, "/status").unwrap().1;
+        if s.contains("40-broken.yaml") || Instant::now() > end {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        status.contains("40-broken.yaml: document 0: spec.parentRefs[0].port"),
+        "{status}"
+    );
+    assert!(
+        wait_echo_state(&c, peer_b, true, Duration::from_secs(1)).is_some(),
+        "B still relays"
+    );
+    let out = Command::new(turnpike_bin())
+        .args(["status", "--admin", &format!("127.0.0.1:{}", run.admin)])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("the last edit was refused"), "{text}");
+    assert!(text.contains("UDPRoute default/echo"), "{text}");
+
+    let r = unrelated.join().unwrap();
+    assert_eq!(
+        r.lost,
+        Some(0),
+        "the unrelated allocation lost packets: {}",
+        r.output
+    );
+    let metrics = http_get(run.dp_admin, "/metrics").unwrap().1;
+    assert!(metrics.contains("route=\"default/other\""), "{metrics}");
+    let _ = std::fs::read_to_string(&run.log);
+}
+
+#[test]
+fn probe_echoes_through_the_quickstart_shape() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("config");
+    std::fs::create_dir(&dir).unwrap();
+    let (turn, a) = (free_udp_port(), free_udp_port());
+    write_base(&dir, turn);
+    write_echo_route(&dir, a);
+    let _run = start_run(&dir);
+    let out = Command::new(turnpike_bin())
+        .args(["probe", "--echo", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("echoed 10/10"), "{text}");
+}
