@@ -246,6 +246,9 @@ fn run_relays_hot_swaps_routes_and_survives_broken_files() {
     let t_refused = edited.elapsed();
     let flows = wait_echo_state(&c, peer_b, true, Duration::from_secs(3)).expect("B never relays");
     let t_flows = edited.elapsed();
+    eprintln!(
+        "route edit: old peer refused after {t_refused:?}, new peer relays after {t_flows:?}"
+    );
     assert!(
         t_refused < Duration::from_secs(1),
         "old peer refused after {t_refused:?} ({refused:?})"
