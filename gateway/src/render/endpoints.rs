@@ -1,7 +1,10 @@
 //! Resolving a UDPRoute backendRef to the peers a dataplane may relay to.
 
+use std::collections::BTreeMap;
+
 use gateway_api::experimental::udproutes::UdpRouteRulesBackendRefs;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::crd::GROUP;
@@ -23,9 +26,37 @@ fn unresolved(reason: &'static str, message: String) -> Unresolved {
     Unresolved { reason, message }
 }
 
+/// EndpointSlices by the `(namespace, Service name)` they belong to, built once per render
+/// so resolving a backend never scans every slice of the cluster.
+#[derive(Default)]
+pub struct SliceIndex<'a> {
+    by_service: BTreeMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+}
+
+impl<'a> SliceIndex<'a> {
+    pub fn new(objects: &'a ObjectSet) -> Self {
+        let mut by_service: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
+        for ((ns, _), slice) in &objects.endpoint_slices {
+            if let Some(svc) = slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL))
+            {
+                by_service
+                    .entry((ns.as_str(), svc.as_str()))
+                    .or_default()
+                    .push(slice);
+            }
+        }
+        SliceIndex { by_service }
+    }
+}
+
 /// Endpoint strings in the dataplane format (`IP`, `CIDR`, `IP:port`, `IP:lo-hi`).
 pub fn resolve(
     objects: &ObjectSet,
+    slices: &SliceIndex<'_>,
     route_ns: &str,
     backend: &UdpRouteRulesBackendRefs,
 ) -> Result<Vec<String>, Unresolved> {
@@ -55,7 +86,7 @@ pub fn resolve(
                     format!("backendRef to Service {ns}/{name} needs a port"),
                 ));
             };
-            service_endpoints(objects, ns, name, svc, port)
+            service_endpoints(slices, ns, name, svc, port)
         }
         (GROUP, "StaticService") => {
             let Some(s) = objects.static_services.get(&(ns.to_string(), name.clone())) else {
@@ -99,7 +130,7 @@ fn bracket(ip: &str) -> String {
 /// The ready EndpointSlice addresses on the Service port's target port, plus
 /// ClusterIP:port.
 fn service_endpoints(
-    objects: &ObjectSet,
+    slices: &SliceIndex<'_>,
     ns: &str,
     name: &str,
     svc: &Service,
@@ -131,16 +162,7 @@ fn service_endpoints(
     }
     let port_name = svc_port.name.clone().unwrap_or_default();
     let target = svc_port.target_port.clone();
-    for ((slice_ns, _), slice) in &objects.endpoint_slices {
-        let owned = slice
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(SERVICE_NAME_LABEL))
-            .is_some_and(|s| s == name);
-        if slice_ns != ns || !owned {
-            continue;
-        }
+    for slice in slices.by_service.get(&(ns, name)).into_iter().flatten() {
         // The slice port that carries this Service port: same name (Kubernetes names slice
         // ports after Service ports), or, for hand-written slices, the target port number.
         let slice_port = slice.ports.iter().flatten().find_map(|p| {

@@ -191,8 +191,11 @@ pub fn render(objects: &ObjectSet, ctx: &RenderContext) -> Rendered {
 
     // Routes: attach to listeners and resolve backends.
     let mut route_endpoints: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let slices = endpoints::SliceIndex::new(objects);
     for (rk, route) in &objects.udp_routes {
-        if let Some((status, endpoints)) = attach_route(objects, rk, route, &mut gateways, &base) {
+        if let Some((status, endpoints)) =
+            attach_route(objects, &slices, rk, route, &mut gateways, &base)
+        {
             route_endpoints.insert(key_string(rk), endpoints);
             out.status.udp_routes.insert(rk.clone(), status);
         }
@@ -466,17 +469,23 @@ fn public_address(objects: &ObjectSet, k: &Key, gw: &Gateway) -> Option<String> 
     ingress.ip.clone().or_else(|| ingress.hostname.clone())
 }
 
-fn parent_matches(p: &UdpRouteParentRefs, route_ns: &str, gw: &Key) -> bool {
-    p.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP
-        && p.kind.as_deref().unwrap_or("Gateway") == "Gateway"
-        && p.namespace.as_deref().unwrap_or(route_ns) == gw.0
-        && p.name == gw.1
+/// The Gateway a parentRef names, if it names one.
+fn parent_gateway(p: &UdpRouteParentRefs, route_ns: &str) -> Option<Key> {
+    (p.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP
+        && p.kind.as_deref().unwrap_or("Gateway") == "Gateway")
+        .then(|| {
+            (
+                p.namespace.as_deref().unwrap_or(route_ns).to_string(),
+                p.name.clone(),
+            )
+        })
 }
 
 /// Attaches `route` to the listeners its parentRefs select; returns its status (our
 /// parents only) and resolved endpoints, or `None` when no parentRef is ours.
 fn attach_route(
     objects: &ObjectSet,
+    slices: &endpoints::SliceIndex<'_>,
     rk: &Key,
     route: &UdpRoute,
     gateways: &mut BTreeMap<Key, GatewayState>,
@@ -488,7 +497,7 @@ fn attach_route(
     let mut unresolved = Vec::new();
     for rule in &route.spec.rules {
         for b in &rule.backend_refs {
-            match endpoints::resolve(objects, &rk.0, b) {
+            match endpoints::resolve(objects, slices, &rk.0, b) {
                 Ok(eps) => endpoints.extend(eps),
                 Err(u) => unresolved.push(u),
             }
@@ -516,11 +525,7 @@ fn attach_route(
     };
     let mut parents = Vec::new();
     for p in route.spec.parent_refs.iter().flatten() {
-        let Some(gk) = gateways
-            .keys()
-            .find(|gk| parent_matches(p, &rk.0, gk))
-            .cloned()
-        else {
+        let Some(gk) = parent_gateway(p, &rk.0).filter(|k| gateways.contains_key(k)) else {
             continue;
         };
         let Some(g) = gateways.get_mut(&gk) else {
