@@ -3,6 +3,8 @@
 //! and read what they report.
 #![allow(clippy::unwrap_used)] // test support: a failure here is a test failure
 
+pub mod standalone;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
