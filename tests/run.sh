@@ -4,7 +4,7 @@
 # checks formatting and lints, builds the release binary, and runs every test: the
 # protocol core, RFC 5769 vectors, the fuzz corpora, and the end-to-end tests with real
 # third-party clients on 127.0.0.1. Finally it runs a short side-by-side benchmark
-# against coturn (set TURNPIKE_SKIP_BENCH=1 to leave it out).
+# against coturn and the control-plane benchmarks (TURNPIKE_SKIP_BENCH=1 leaves them out).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -49,6 +49,9 @@ cargo test --workspace --release --no-fail-fast 2>&1 | tee "$cache/test.log"
 if [ -z "${TURNPIKE_SKIP_BENCH:-}" ]; then
   step "benchmark: Turnpike and coturn side by side (short run)"
   tests/bench/uclient-vs-coturn.sh --clients 50 --messages 1000 --rounds 1
+  step "benchmark: render time and config propagation"
+  target/release/render_bench
+  target/release/propagation_bench 50
 fi
 
 step "all tests passed"
