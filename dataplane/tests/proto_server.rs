@@ -675,3 +675,17 @@ fn unauthenticated_answers_are_rate_limited_per_source() {
     let req = build(&mut c, method::ALLOCATE, &udp, false);
     assert_eq!(h.reply(&c, &req).unwrap().code, Some(401));
 }
+
+#[test]
+fn a_realm_change_keeps_allocations_refreshable() {
+    let mut h = Harness::new();
+    let mut c = h.client("192.0.2.7:4242", "alice");
+    allocate(&mut h, &mut c);
+    let mut cfg = config("").as_ref().clone();
+    cfg.realm = "new.example".into();
+    h.server.apply_config(Arc::new(cfg), &mut h.ports);
+    // The old realm and key still refresh the allocation they created.
+    let r = h.request(&mut c, method::REFRESH, &|_| {});
+    assert_eq!(r.class, Class::Success, "{r:?}");
+    assert_eq!(h.server.allocation_count(), 1);
+}

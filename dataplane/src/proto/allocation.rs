@@ -52,6 +52,8 @@ pub struct Allocation<R> {
     pub relay_addr: SocketAddr,
     pub username: Box<str>,
     pub key: Key,
+    /// The realm `key` was derived under.
+    pub realm: Box<str>,
     pub expires: Instant,
     pub permissions: Vec<Permission>,
     pub channels: Vec<Channel>,

@@ -411,10 +411,6 @@ impl<P: RelayPorts> Server<P> {
         let Ok(username) = std::str::from_utf8(username) else {
             return Err(self.error(out, msg, 400, "USERNAME is not UTF-8", None, |_| {}));
         };
-        if realm != self.config.realm.as_bytes() {
-            self.stats.auth_failures += 1;
-            return Err(self.challenge(now, client, msg, out, 401));
-        }
         let alg = match msg.get(attr::PASSWORD_ALGORITHM) {
             None => PasswordAlgorithm::Md5,
             Some(v) if v.len() >= 4 && v[0..2] == [0, 1] => PasswordAlgorithm::Md5,
@@ -423,23 +419,27 @@ impl<P: RelayPorts> Server<P> {
                 return Err(self.error(out, msg, 400, "Unknown PASSWORD-ALGORITHM", None, |_| {}));
             }
         };
-        // An allocation keeps the key it was created with: later requests are checked
-        // against it, so a secret rotation never breaks a running allocation.
-        let existing = self
-            .by_client
-            .get(&client)
-            .and_then(|id| self.allocations.get(*id));
+        // An allocation keeps the key (and realm) it was created with: later requests are
+        // checked against it first, so rotating the secret or the realm never breaks a
+        // running allocation. Fresh credentials under the current realm also do, and then
+        // replace the stored key.
+        let existing_id = self.by_client.get(&client).copied();
+        let existing = existing_id.and_then(|id| self.allocations.get(id));
+        let same_user = existing.is_some_and(|a| &*a.username == username);
         if let Some(a) = existing
-            && &*a.username == username
+            && same_user
             && alg == PasswordAlgorithm::Md5
+            && realm == a.realm.as_bytes()
+            && integrity::verify(msg, a.key.as_bytes(), kind)
         {
-            if integrity::verify(msg, a.key.as_bytes(), kind) {
-                return Ok(Authenticated {
-                    key: a.key.clone(),
-                    kind,
-                    username: a.username.clone(),
-                });
-            }
+            return Ok(Authenticated {
+                key: a.key.clone(),
+                kind,
+                username: a.username.clone(),
+            });
+        }
+        let had_allocation = existing.is_some();
+        if realm != self.config.realm.as_bytes() {
             self.stats.auth_failures += 1;
             return Err(self.challenge(now, client, msg, out, 401));
         }
@@ -468,11 +468,15 @@ impl<P: RelayPorts> Server<P> {
             kind,
             username: username.into(),
         };
-        if existing.is_some() && msg.method != method::ALLOCATE {
+        if had_allocation && !same_user && msg.method != method::ALLOCATE {
             // Valid credentials, but not the ones that created this allocation. (A new
             // Allocate on a taken 5-tuple is answered 437 by `allocate` instead.)
             self.stats.auth_failures += 1;
             return Err(self.error(out, msg, 441, "Wrong Credentials", Some(&auth), |_| {}));
+        }
+        if same_user && let Some(a) = existing_id.and_then(|id| self.allocations.get_mut(id)) {
+            a.key = auth.key.clone();
+            a.realm = self.config.realm.as_str().into();
         }
         Ok(auth)
     }
@@ -588,6 +592,7 @@ impl<P: RelayPorts> Server<P> {
             relay_addr,
             username: auth.username.clone(),
             key: auth.key.clone(),
+            realm: self.config.realm.as_str().into(),
             expires: now.instant + std::time::Duration::from_secs(lifetime.into()),
             permissions: Vec::new(),
             channels: Vec::new(),
