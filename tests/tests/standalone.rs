@@ -176,3 +176,28 @@ fn probe_echoes_through_the_quickstart_shape() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("echoed 10/10"), "{text}");
 }
+
+/// The committed quickstart itself (ports moved to free ones so tests never collide): the
+/// acceptance command of the README relays with zero loss.
+#[test]
+fn the_quickstart_example_relays() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("quickstart");
+    std::fs::create_dir(&dir).unwrap();
+    let (turn, echo) = (free_udp_port(), free_udp_port());
+    let src = turnpike_tests::repo_root().join("examples/quickstart");
+    for f in std::fs::read_dir(&src).unwrap() {
+        let f = f.unwrap().path();
+        let text = std::fs::read_to_string(&f)
+            .unwrap()
+            .replace("port: 3478", &format!("port: {turn}"))
+            .replace("9001", &echo.to_string())
+            .replace("9002", &(echo + 1).to_string());
+        std::fs::write(dir.join(f.file_name().unwrap()), text).unwrap();
+    }
+    let _peer = echo_peer(echo);
+    let _run = start_run(&dir);
+    let r = uclient_relay(turn, echo, 5, 100, &["-W", "quickstart-secret"]);
+    assert_eq!(r.exit, Some(0), "{}", r.output);
+    assert_eq!(r.lost, Some(0), "{}", r.output);
+}

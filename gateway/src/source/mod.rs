@@ -200,3 +200,44 @@ pub fn parse_set(file: &str, text: &str) -> Result<ObjectSet, LoadError> {
     }
     Ok(set)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_file_document_and_field() {
+        let text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ignored}\n---\n\
+                    apiVersion: turnpike.dev/v1alpha1\nkind: GatewayConfig\nmetadata: {name: c}\n\
+                    spec:\n  auth: {secretRef: {name: s}, tll: 1h}\n";
+        let e = parse_set("dir/config.yaml", text).unwrap_err();
+        assert_eq!(e.file, "dir/config.yaml");
+        assert_eq!(
+            e.document, 1,
+            "the ignored ConfigMap still counts as a document"
+        );
+        assert_eq!(e.path, "spec.auth.tll");
+        assert!(e.message.contains("unknown field `tll`"), "{e}");
+        assert_eq!(
+            e.to_string().split(": ").take(3).collect::<Vec<_>>(),
+            ["dir/config.yaml", "document 1", "spec.auth.tll"]
+        );
+    }
+
+    #[test]
+    fn kinds_and_namespaces() {
+        let text = "apiVersion: turnpike.dev/v1beta9\nkind: StaticService\nmetadata: {name: x}\nspec: {addresses: []}\n";
+        let e = parse_set("f.yaml", text).unwrap_err();
+        assert_eq!(e.path, "apiVersion");
+        let text = "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {k: v}\n---\n\
+                    apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: default}\n";
+        let e = parse_set("f.yaml", text).unwrap_err();
+        assert!(e.message.contains("defined twice"), "{e}");
+        let set = parse_set(
+            "f.yaml",
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {k: v}\n",
+        )
+        .unwrap();
+        assert_eq!(set.secret_value("default", "s", "k").as_deref(), Some("v"));
+    }
+}
