@@ -120,27 +120,36 @@ impl TurnClient {
         })
     }
 
+    /// One datagram into `buf` before `deadline`; `None` once the deadline passed.
+    fn recv_until(&self, deadline: Instant, buf: &mut [u8]) -> Result<Option<usize>, ClientError> {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            return Ok(None);
+        };
+        self.sock
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+        match self.sock.recv(buf) {
+            Ok(n) => Ok(Some(n)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Sends `req` and waits for the response with transaction id `tid`, retransmitting.
     fn transact(&self, req: &[u8], tid: &[u8; 12]) -> Result<Vec<u8>, ClientError> {
         let mut buf = [0u8; 2048];
         for rto in [250u64, 500, 1000, 2000] {
             self.sock.send(req)?;
             let deadline = Instant::now() + Duration::from_millis(rto);
-            while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-                self.sock
-                    .set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
-                match self.sock.recv(&mut buf) {
-                    Ok(n) if n >= 20 && buf[8..20] == tid[..] => return Ok(buf[..n].to_vec()),
-                    Ok(_) => continue,
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                        ) =>
-                    {
-                        break;
-                    }
-                    Err(e) => return Err(e.into()),
+            while let Some(n) = self.recv_until(deadline, &mut buf)? {
+                if n >= 20 && buf[8..20] == tid[..] {
+                    return Ok(buf[..n].to_vec());
                 }
             }
         }
@@ -207,21 +216,7 @@ impl TurnClient {
     pub fn recv(&self, timeout: Duration) -> Result<(SocketAddr, Vec<u8>), ClientError> {
         let deadline = Instant::now() + timeout;
         let mut buf = [0u8; 2048];
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            self.sock
-                .set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
-            let n = match self.sock.recv(&mut buf) {
-                Ok(n) => n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    break;
-                }
-                Err(e) => return Err(e.into()),
-            };
+        while let Some(n) = self.recv_until(deadline, &mut buf)? {
             let data = &buf[..n];
             if let Ok((number, payload)) = channel::parse(data) {
                 if let Some(peer) = self.channels.get(&number) {
