@@ -263,9 +263,9 @@ async fn spawn_admin(dp: &Dataplane, addr: SocketAddr, workers: usize) -> Result
 /// Applies one CDS event to `dp`. Returns false when the Gateway was deleted.
 pub fn apply_cds_event(dp: &mut Dataplane, event: CdsEvent, source: &str) -> bool {
     match event {
-        CdsEvent::Snapshot(cfg) => match cfg.validate() {
+        CdsEvent::Snapshot(snap) => match snap.config.validate() {
             Ok(()) => {
-                if let Err(e) = dp.apply(*cfg, source) {
+                if let Err(e) = dp.apply(snap.config, source) {
                     tracing::error!(error = %e, "cannot apply config");
                 }
             }

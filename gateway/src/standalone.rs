@@ -120,12 +120,13 @@ impl LocalDataplanes {
     async fn reconcile(&mut self, updates: &[Update]) {
         self.running.retain(|_, d| !d.task.is_finished());
         for u in updates {
-            let Update::Snapshot(cfg) = u else { continue };
-            if self.running.contains_key(&cfg.name) {
+            let Update::Snapshot(snap) = u else { continue };
+            let name = &snap.config.name;
+            if self.running.contains_key(name) {
                 continue;
             }
-            if let Err(e) = self.spawn(cfg.name.clone()).await {
-                tracing::error!(gateway = %cfg.name, error = %e, "cannot start dataplane");
+            if let Err(e) = self.spawn(name.clone()).await {
+                tracing::error!(gateway = %name, error = %e, "cannot start dataplane");
             }
         }
     }
@@ -349,7 +350,7 @@ async fn reload(
         rendered = render(&objects, &ctx);
     }
     log_statuses(&rendered);
-    let updates = publisher.update(&rendered.configs, &rendered.held);
+    let updates = publisher.update(&rendered.snapshots(), &rendered.held);
     cds.publish(&updates);
     dataplanes.reconcile(&updates).await;
     if let Ok(mut r) = report.lock() {
@@ -366,12 +367,12 @@ async fn reload(
         r.dataplanes = publisher
             .current()
             .iter()
-            .map(|(name, cfg)| {
+            .map(|(name, snap)| {
                 let d = dataplanes.running.get(name);
                 (
                     name.clone(),
                     DataplaneReport {
-                        published_generation: cfg.generation,
+                        published_generation: snap.config.generation,
                         applied_generation: d.map_or(0, |d| {
                             d.status
                                 .generation

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use turnpike_dataplane::cds::client::{CdsClientOptions, CdsEvent, subscribe};
+use turnpike_dataplane::cds::{AuthServiceConfig, GatewaySnapshot};
 use turnpike_dataplane::config::DataplaneConfig;
 use turnpike_gateway::cds::{CdsServer, CertificateAuthority};
 use turnpike_gateway::publish::{Publisher, Update};
@@ -22,7 +23,19 @@ fn config(gateway: &str, realm: &str) -> DataplaneConfig {
 fn publish(server: &CdsServer, publisher: &mut Publisher, configs: &[(&str, &str)]) -> Vec<Update> {
     let map = configs
         .iter()
-        .map(|(g, r)| (g.to_string(), config(g, r)))
+        .map(|(g, r)| {
+            (
+                g.to_string(),
+                GatewaySnapshot {
+                    config: config(g, r),
+                    auth: Some(AuthServiceConfig {
+                        ttl: 60,
+                        max_ttl: 600,
+                        ..Default::default()
+                    }),
+                },
+            )
+        })
         .collect();
     let updates = publisher.update(&map, &Default::default());
     server.publish(&updates);
@@ -32,7 +45,7 @@ fn publish(server: &CdsServer, publisher: &mut Publisher, configs: &[(&str, &str
 async fn next_config(rx: &mut mpsc::Receiver<CdsEvent>) -> DataplaneConfig {
     loop {
         match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
-            Ok(Some(CdsEvent::Snapshot(c))) => return *c,
+            Ok(Some(CdsEvent::Snapshot(c))) => return c.config,
             Ok(Some(_)) => continue,
             other => panic!("expected a snapshot, got {other:?}"),
         }
@@ -100,13 +113,40 @@ async fn snapshots_arrive_in_order_and_deletions_follow() {
                 assert_eq!(g, "ns/a");
                 break;
             }
-            Some(CdsEvent::Snapshot(c)) => panic!("unexpected snapshot {}", c.name),
+            Some(CdsEvent::Snapshot(c)) => panic!("unexpected snapshot {}", c.config.name),
             _ => {}
         }
     }
-    // `all` subscribers see every Gateway.
+    // `all` subscribers see every Gateway, with auth settings; per-Gateway ones never do.
     let mut all = client(&ca, addr, "all");
-    assert_eq!(next_config(&mut all).await.name, "ns/b");
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), all.recv())
+            .await
+            .unwrap()
+        {
+            Some(CdsEvent::Snapshot(s)) => {
+                assert_eq!(s.config.name, "ns/b");
+                assert_eq!(s.auth.map(|a| a.ttl), Some(60));
+                break;
+            }
+            Some(_) => {}
+            None => panic!("closed"),
+        }
+    }
+    let mut one = client(&ca, addr, "ns/b");
+    loop {
+        if let Some(CdsEvent::Snapshot(s)) =
+            tokio::time::timeout(Duration::from_secs(5), one.recv())
+                .await
+                .unwrap()
+        {
+            assert!(
+                s.auth.is_none(),
+                "a dataplane must not get auth-service settings"
+            );
+            break;
+        }
+    }
 }
 
 #[tokio::test]

@@ -35,6 +35,7 @@ fn to_value(r: &Rendered) -> Value {
             "udpRoutes": keyed(r.status.udp_routes.iter().map(|(k, v)| (key_string(k), serde_json::to_value(v).unwrap())).collect()),
         },
         "managed": r.managed,
+        "authService": r.auth,
     })
 }
 

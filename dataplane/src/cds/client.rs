@@ -8,9 +8,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::{
-    CdsError, ClientMessage, ServerMessage, TlsIdentity, client_config, read_frame, write_frame,
+    CdsError, ClientMessage, GatewaySnapshot, ServerMessage, TlsIdentity, client_config,
+    read_frame, write_frame,
 };
-use crate::config::DataplaneConfig;
 
 #[derive(Debug, Clone)]
 pub struct CdsClientOptions {
@@ -27,7 +27,7 @@ pub struct CdsClientOptions {
 pub enum CdsEvent {
     Connected,
     /// A new config (never an older one than already delivered for this server epoch).
-    Snapshot(Box<DataplaneConfig>),
+    Snapshot(Box<GatewaySnapshot>),
     Deleted(String),
     Disconnected(String),
 }
@@ -99,6 +99,7 @@ async fn session(
                 epoch,
                 generation,
                 config,
+                auth,
             } => {
                 let stale = seen
                     .get(&config.name)
@@ -107,9 +108,9 @@ async fn session(
                     continue;
                 }
                 seen.insert(config.name.clone(), (epoch, generation));
-                let mut config = config;
+                let mut config = *config;
                 config.generation = generation;
-                CdsEvent::Snapshot(config)
+                CdsEvent::Snapshot(Box::new(GatewaySnapshot { config, auth }))
             }
             ServerMessage::Deleted { gateway } => {
                 seen.remove(&gateway);

@@ -32,15 +32,70 @@ pub enum ClientMessage {
 #[serde(rename_all = "camelCase")]
 pub enum ServerMessage {
     /// `epoch` changes when the control plane restarts, so a client can tell a restarted
-    /// server's generation 1 from an old snapshot.
+    /// server's generation 1 from an old snapshot. `auth` goes to `all` subscribers (the
+    /// auth service) only: dataplanes never see JWT keys.
     Snapshot {
         epoch: u64,
         generation: u64,
         config: Box<DataplaneConfig>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        auth: Option<AuthServiceConfig>,
     },
     Deleted {
         gateway: String,
     },
+}
+
+/// What the auth service needs of a Gateway beyond its dataplane config (from the
+/// GatewayConfig of its class).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthServiceConfig {
+    /// Default credential lifetime, seconds.
+    pub ttl: u64,
+    /// Longest lifetime a caller may ask for, seconds.
+    pub max_ttl: u64,
+    #[serde(default)]
+    pub allow_anonymous: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtConfig>,
+}
+
+/// How callers of the auth service authenticate: HS256 with `hmacSecret`, or RS256/ES256
+/// with `publicKeyPem`.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hmac_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key_pem: Option<String>,
+}
+
+impl std::fmt::Debug for JwtConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtConfig")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field(
+                "hmac_secret",
+                &self.hmac_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("public_key_pem", &self.public_key_pem.is_some())
+            .finish()
+    }
+}
+
+/// One Gateway as published: its dataplane config and, for the auth service, its auth
+/// settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewaySnapshot {
+    pub config: DataplaneConfig,
+    pub auth: Option<AuthServiceConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -7,15 +7,14 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 use turnpike_dataplane::cds::{
-    ALL, ALPN, CdsError, ClientMessage, ServerMessage, TlsIdentity, crypto_provider, read_frame,
-    write_frame,
+    ALL, ALPN, CdsError, ClientMessage, GatewaySnapshot, ServerMessage, TlsIdentity,
+    crypto_provider, read_frame, write_frame,
 };
-use turnpike_dataplane::config::DataplaneConfig;
 
 use crate::publish::Update;
 
-/// Every published config, by Gateway.
-type Snapshots = Arc<BTreeMap<String, DataplaneConfig>>;
+/// Every published snapshot, by Gateway.
+type Snapshots = Arc<BTreeMap<String, GatewaySnapshot>>;
 
 pub struct CdsServer {
     state: watch::Sender<Snapshots>,
@@ -83,8 +82,8 @@ impl CdsServer {
             let m = Arc::make_mut(s);
             for u in updates {
                 match u {
-                    Update::Snapshot(c) => {
-                        m.insert(c.name.clone(), c.clone());
+                    Update::Snapshot(snap) => {
+                        m.insert(snap.config.name.clone(), (**snap).clone());
                     }
                     Update::Deleted(name) => {
                         m.remove(name);
@@ -118,21 +117,24 @@ async fn serve(
     let mut sent: BTreeMap<String, u64> = BTreeMap::new();
     loop {
         let snap = rx.borrow_and_update().clone();
-        for (name, cfg) in snap
+        for (name, g) in snap
             .iter()
             .filter(|(n, _)| gateway == ALL || **n == gateway)
         {
-            if sent.get(name) != Some(&cfg.generation) {
+            let generation = g.config.generation;
+            if sent.get(name) != Some(&generation) {
                 write_frame(
                     &mut send,
                     &ServerMessage::Snapshot {
                         epoch,
-                        generation: cfg.generation,
-                        config: Box::new(cfg.clone()),
+                        generation,
+                        config: Box::new(g.config.clone()),
+                        // Only the auth service (an `all` subscriber) gets JWT settings.
+                        auth: if gateway == ALL { g.auth.clone() } else { None },
                     },
                 )
                 .await?;
-                sent.insert(name.clone(), cfg.generation);
+                sent.insert(name.clone(), generation);
             }
         }
         let gone: Vec<String> = sent

@@ -20,6 +20,7 @@ use gateway_api::gateways::{
     GatewayStatusAddresses, GatewayStatusListeners, GatewayStatusListenersSupportedKinds,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use turnpike_dataplane::cds::{AuthServiceConfig, GatewaySnapshot};
 use turnpike_dataplane::config::{
     DataplaneConfig, ListenerConfig, Protocol, RouteConfig, TlsConfig, VERSION,
 };
@@ -71,6 +72,26 @@ pub struct Rendered {
     pub held: BTreeSet<String>,
     pub status: Statuses,
     pub managed: BTreeMap<String, Managed>,
+    /// What the auth service needs of each rendered Gateway.
+    pub auth: BTreeMap<String, AuthServiceConfig>,
+}
+
+impl Rendered {
+    /// Config and auth settings of every rendered Gateway, as published over CDS.
+    pub fn snapshots(&self) -> BTreeMap<String, GatewaySnapshot> {
+        self.configs
+            .iter()
+            .map(|(name, config)| {
+                (
+                    name.clone(),
+                    GatewaySnapshot {
+                        config: config.clone(),
+                        auth: self.auth.get(name).cloned(),
+                    },
+                )
+            })
+            .collect()
+    }
 }
 
 /// A listener that passed every check.
@@ -217,6 +238,7 @@ pub fn render(objects: &ObjectSet, ctx: &RenderContext) -> Rendered {
                     name.clone(),
                     managed_resources(gw, &g.listeners_for_managed(), params, ctx),
                 );
+                out.auth.insert(name.clone(), params.auth_service.clone());
                 out.configs.insert(name, cfg);
             }
             Err(e) => {

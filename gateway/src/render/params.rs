@@ -1,6 +1,7 @@
 //! GatewayClass parameters: the GatewayConfig and the Secret it names.
 
 use gateway_api::gatewayclasses::GatewayClass;
+use turnpike_dataplane::cds::{AuthServiceConfig, JwtConfig};
 use turnpike_dataplane::config::{AuthConfig, AuthType as DpAuthType, LimitsConfig, StaticUser};
 
 use crate::crd::{AuthType, GROUP, GatewayConfig, GatewayConfigSpec, parse_duration};
@@ -23,6 +24,7 @@ pub struct ResolvedParams {
     pub limits: LimitsConfig,
     pub ttl_secs: u64,
     pub max_ttl_secs: u64,
+    pub auth_service: AuthServiceConfig,
 }
 
 fn duration_or(field: &str, v: &Option<String>, default: u64) -> Result<u64, String> {
@@ -111,7 +113,9 @@ fn resolve_config(
             }
         }
     };
+    let auth_service = auth_service_config(objects, key, spec, ttl_secs, max_ttl_secs)?;
     Ok(ResolvedParams {
+        auth_service,
         key: key.clone(),
         spec: spec.clone(),
         realm: spec.realm.clone().unwrap_or_else(|| DEFAULT_REALM.into()),
@@ -149,4 +153,73 @@ pub fn resolve_params(
     let previous = ctx.previous_secrets.get(&key).cloned().unwrap_or_default();
     resolve_config(objects, &key, gc, &previous)
         .map_err(|e| format!("GatewayConfig {}: {e}", key_string(&key)))
+}
+
+/// The auth service's settings: credential lifetimes and how callers authenticate.
+fn auth_service_config(
+    objects: &ObjectSet,
+    key: &Key,
+    spec: &GatewayConfigSpec,
+    ttl: u64,
+    max_ttl: u64,
+) -> Result<AuthServiceConfig, String> {
+    let svc = spec.auth_service.clone().unwrap_or_default();
+    let secret = |field: &str, r: &crate::crd::SecretKeyRef| {
+        let k = r.key.as_deref().unwrap_or("key");
+        objects
+            .secret_value(&key.0, &r.name, k)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| {
+                format!(
+                    "{field}: Secret {}/{} has no non-empty key {k:?}",
+                    key.0, r.name
+                )
+            })
+    };
+    let jwt = match &svc.jwt {
+        None => None,
+        Some(j) => {
+            let hmac_secret = j
+                .hmac_secret_ref
+                .as_ref()
+                .map(|r| secret("spec.authService.jwt.hmacSecretRef", r))
+                .transpose()?;
+            let public_key_pem = j
+                .public_key_ref
+                .as_ref()
+                .map(|r| secret("spec.authService.jwt.publicKeyRef", r))
+                .transpose()?;
+            match (&hmac_secret, &public_key_pem) {
+                (None, None) => {
+                    return Err("spec.authService.jwt: needs hmacSecretRef or publicKeyRef".into());
+                }
+                (Some(_), Some(_)) => {
+                    return Err(
+                        "spec.authService.jwt: hmacSecretRef and publicKeyRef exclude each other"
+                            .into(),
+                    );
+                }
+                (None, Some(pem)) if !pem.contains("BEGIN PUBLIC KEY") => {
+                    return Err("spec.authService.jwt.publicKeyRef: not a PEM public key".into());
+                }
+                _ => {}
+            }
+            Some(JwtConfig {
+                issuer: j.issuer.clone(),
+                audience: j.audience.clone(),
+                hmac_secret,
+                public_key_pem,
+            })
+        }
+    };
+    if jwt.is_none() && !svc.allow_anonymous && spec.auth_service.is_some() {
+        return Err("spec.authService: set jwt, or allowAnonymous: true".into());
+    }
+    Ok(AuthServiceConfig {
+        ttl,
+        max_ttl,
+        // Without an authService section nobody may fetch credentials: closed by default.
+        allow_anonymous: svc.allow_anonymous,
+        jwt,
+    })
 }
