@@ -1,6 +1,21 @@
-//! Turnpike's auth service (`GET /ice-config`). The HTTP API arrives with issue #4; for now
-//! this crate holds the credential helpers the service will use, shared with the dataplane.
+//! Turnpike's auth service: application servers fetch ready ICE configurations with fresh
+//! TURN credentials (`GET /ice-config`), authenticated with a JWT. It learns every Gateway
+//! from CDS (`all` subscription).
+//!
+//! - [`ice`]: URIs and credentials (pure).
+//! - [`jwt`]: caller authentication.
+//! - [`http`]: the axum API.
 
+pub mod http;
+pub mod ice;
+pub mod jwt;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use turnpike_dataplane::cds::client::CdsEvent;
 pub use turnpike_dataplane::proto::auth::rest_password;
 
 /// A TURN REST API username and password for `userid`, valid until `expiry` (Unix seconds).
@@ -8,4 +23,31 @@ pub fn ephemeral_credential(secret: &str, userid: &str, expiry: u64) -> (String,
     let username = format!("{expiry}:{userid}");
     let password = rest_password(secret, &username);
     (username, password)
+}
+
+/// Applies CDS events to the gateway table until the channel closes.
+pub async fn follow(gateways: Arc<http::Gateways>, mut events: mpsc::Receiver<CdsEvent>) {
+    while let Some(ev) = events.recv().await {
+        match ev {
+            CdsEvent::Snapshot(s) => {
+                let mut next: BTreeMap<_, _> = (**gateways.load()).clone();
+                tracing::info!(gateway = %s.config.name, generation = s.config.generation, "auth service updated");
+                next.insert(s.config.name.clone(), *s);
+                gateways.store(Arc::new(next));
+            }
+            CdsEvent::Deleted(name) => {
+                let mut next: BTreeMap<_, _> = (**gateways.load()).clone();
+                next.remove(&name);
+                gateways.store(Arc::new(next));
+            }
+            CdsEvent::Connected | CdsEvent::Disconnected(_) => {}
+        }
+    }
+}
+
+/// Serves the API on `addr` until the process ends.
+pub async fn serve(addr: SocketAddr, state: http::AppState) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "auth service listening");
+    axum::serve(listener, http::router(state)).await
 }

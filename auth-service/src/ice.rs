@@ -1,0 +1,124 @@
+//! ICE server entries: TURN URIs for a Gateway's listeners and credentials valid on its
+//! dataplane. Pure functions of a snapshot and the time.
+
+use serde::Serialize;
+use turnpike_dataplane::config::{AuthType, DataplaneConfig, ListenerConfig, Protocol};
+use turnpike_dataplane::proto::auth::rest_password;
+
+/// One `RTCIceServer`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    pub username: String,
+    pub credential: String,
+}
+
+/// RFC 7065 URI of a listener, or `None` when it has no address a client could use.
+pub fn listener_uri(l: &ListenerConfig) -> Option<String> {
+    let host = match &l.public_address {
+        Some(a) => a.clone(),
+        None if !l.address.is_unspecified() => l.address.to_string(),
+        None => return None,
+    };
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    let port = l.public_port.unwrap_or(l.port);
+    Some(match l.protocol {
+        Protocol::TurnUdp => format!("turn:{host}:{port}?transport=udp"),
+        Protocol::TurnTcp => format!("turn:{host}:{port}?transport=tcp"),
+        Protocol::TurnTls => format!("turns:{host}:{port}?transport=tcp"),
+    })
+}
+
+/// Credentials for `userid` valid for `ttl` seconds from `now` on this dataplane.
+pub fn credential(
+    cfg: &DataplaneConfig,
+    userid: &str,
+    ttl: u64,
+    now: u64,
+) -> Option<(String, String)> {
+    match cfg.auth.kind {
+        AuthType::Ephemeral => {
+            let secret = cfg.auth.secret.as_deref()?;
+            let username = format!("{}:{userid}", now + ttl);
+            let password = rest_password(secret, &username);
+            Some((username, password))
+        }
+        // Static users: the configured account (as STUNner's auth service hands out).
+        AuthType::Static => cfg
+            .auth
+            .users
+            .first()
+            .map(|u| (u.username.clone(), u.password.clone())),
+    }
+}
+
+/// The ICE server entry of a Gateway, limited to `listener` when given. `None` when no
+/// listener matches or has a usable address.
+pub fn ice_server(
+    cfg: &DataplaneConfig,
+    listener: Option<&str>,
+    userid: &str,
+    ttl: u64,
+    now: u64,
+) -> Option<IceServer> {
+    let urls: Vec<String> = cfg
+        .listeners
+        .iter()
+        .filter(|l| listener.is_none_or(|n| n == l.name))
+        .filter_map(listener_uri)
+        .collect();
+    if urls.is_empty() {
+        return None;
+    }
+    let (username, credential) = credential(cfg, userid, ttl, now)?;
+    Some(IceServer {
+        urls,
+        username,
+        credential,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> DataplaneConfig {
+        DataplaneConfig::parse(
+            r#"
+version: v1alpha1
+name: ns/gw
+realm: r
+auth: {type: ephemeral, secret: s3cret}
+listeners:
+  - {name: udp, protocol: TURN-UDP, address: 0.0.0.0, port: 3478, publicAddress: 203.0.113.1}
+  - {name: tls, protocol: TURN-TLS, address: 0.0.0.0, port: 443, publicAddress: turn.example.com, tls: {certPem: x, keyPem: y}}
+  - {name: v6, protocol: TURN-TCP, address: "::", port: 3478, publicAddress: "2001:db8::1"}
+  - {name: hidden, protocol: TURN-UDP, address: 0.0.0.0, port: 3479}
+"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn uris_per_listener_and_credentials() {
+        let s = ice_server(&cfg(), None, "alice", 600, 1_000).unwrap();
+        assert_eq!(
+            s.urls,
+            vec![
+                "turn:203.0.113.1:3478?transport=udp",
+                "turns:turn.example.com:443?transport=tcp",
+                "turn:[2001:db8::1]:3478?transport=tcp",
+            ]
+        );
+        assert_eq!(s.username, "1600:alice");
+        assert_eq!(s.credential, rest_password("s3cret", "1600:alice"));
+        let only = ice_server(&cfg(), Some("tls"), "a", 1, 0).unwrap();
+        assert_eq!(only.urls.len(), 1);
+        assert!(ice_server(&cfg(), Some("nope"), "a", 1, 0).is_none());
+        assert!(ice_server(&cfg(), Some("hidden"), "a", 1, 0).is_none());
+    }
+}
