@@ -13,3 +13,4 @@ pub mod render;
 pub mod source;
 pub mod standalone;
 pub mod status_cmd;
+pub mod token;

@@ -37,6 +37,52 @@ enum Command {
     Dataplane(DataplaneArgs),
     /// Check a TURN server: allocate, permit a peer, echo through it, report the RTT.
     Probe(ProbeArgs),
+    /// Run the auth service (`GET /ice-config`), following every Gateway over CDS.
+    Auth(AuthArgs),
+    /// Mint an HS256 token for the auth service from a directory's GatewayConfig (for
+    /// trying things out; application servers mint their own).
+    Token(TokenArgs),
+}
+
+#[derive(clap::Args)]
+struct AuthArgs {
+    /// CDS server (`host:port`).
+    #[arg(long, env = "TURNPIKE_CDS")]
+    cds: String,
+    #[arg(long, default_value = "0.0.0.0:8088", env = "TURNPIKE_AUTH_ADDRESS")]
+    listen: SocketAddr,
+    #[arg(
+        long,
+        env = "TURNPIKE_CDS_CA",
+        default_value = "/etc/turnpike/cds/ca.crt"
+    )]
+    cds_ca: PathBuf,
+    #[arg(
+        long,
+        env = "TURNPIKE_CDS_CERT",
+        default_value = "/etc/turnpike/cds/tls.crt"
+    )]
+    cds_cert: PathBuf,
+    #[arg(
+        long,
+        env = "TURNPIKE_CDS_KEY",
+        default_value = "/etc/turnpike/cds/tls.key"
+    )]
+    cds_key: PathBuf,
+    #[arg(long, default_value = "turnpike-cds")]
+    cds_server_name: String,
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    #[arg(long, default_value = "examples/quickstart")]
+    dir: PathBuf,
+    /// The token's subject: the TURN userid by default.
+    #[arg(long, default_value = "alice")]
+    sub: String,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    ttl: u64,
 }
 
 #[derive(clap::Args)]
@@ -84,6 +130,9 @@ struct RunArgs {
     /// CDS server address (QUIC); the in-process dataplanes connect to it like pods do.
     #[arg(long, default_value = "127.0.0.1:13478")]
     cds: SocketAddr,
+    /// Auth service address (`GET /ice-config`).
+    #[arg(long, default_value = "127.0.0.1:8088")]
+    auth: SocketAddr,
     /// Worker threads per dataplane (default: CPU cores).
     #[arg(long)]
     workers: Option<usize>,
@@ -199,6 +248,7 @@ fn main() -> anyhow::Result<()> {
                     admin: a.admin,
                     dataplane_admin: a.dataplane_admin,
                     cds: a.cds,
+                    auth: a.auth,
                     workers: a.workers.unwrap_or(cores),
                 },
             ))
@@ -217,6 +267,39 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Command::Probe(a) => probe(a)?,
+        Command::Token(a) => {
+            let token =
+                turnpike_gateway::token::mint(&a.dir, &a.sub, a.ttl).map_err(anyhow::Error::msg)?;
+            println!("{token}");
+        }
+        Command::Auth(a) => {
+            let server = rt
+                .block_on(tokio::net::lookup_host(a.cds.as_str()))
+                .with_context(|| format!("resolving the CDS address {}", a.cds))?
+                .next()
+                .with_context(|| format!("{} resolves to no address", a.cds))?;
+            let tls = turnpike_dataplane::cds::TlsIdentity::from_files(
+                &a.cds_ca,
+                &a.cds_cert,
+                &a.cds_key,
+            )
+            .context("loading the CDS client certificate")?;
+            rt.block_on(async move {
+                let events = turnpike_dataplane::cds::client::subscribe(
+                    turnpike_dataplane::cds::client::CdsClientOptions {
+                        server,
+                        server_name: a.cds_server_name,
+                        tls,
+                        gateway: turnpike_dataplane::cds::ALL.into(),
+                    },
+                )?;
+                let state = turnpike_auth::http::AppState::new();
+                tokio::spawn(turnpike_auth::follow(state.gateways.clone(), events));
+                turnpike_auth::serve(a.listen, state).await?;
+                anyhow::Ok(())
+            })
+            .context("auth service")?;
+        }
         Command::Dataplane(a) => {
             let workers = a.workers.unwrap_or(cores);
             let source = match (a.config, a.cds) {

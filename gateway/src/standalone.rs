@@ -50,6 +50,8 @@ pub struct RunOptions {
     pub dataplane_admin: SocketAddr,
     /// Where the CDS server listens (QUIC); port 0 picks a free one.
     pub cds: SocketAddr,
+    /// Where the auth service (`/ice-config`) listens.
+    pub auth: SocketAddr,
     pub workers: usize,
 }
 
@@ -249,6 +251,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let cds = CdsServer::start(opts.cds, &server_id).map_err(|e| RunError::Cds(e.to_string()))?;
     let cds_addr = cds.local_addr().map_err(|e| RunError::Cds(e.to_string()))?;
     tracing::info!(addr = %cds_addr, "CDS server listening (QUIC, mutual TLS, in-memory CA)");
+    start_auth_service(opts.auth, cds_addr, &ca).await?;
     let mut publisher = Publisher::default();
     let mut dataplanes = LocalDataplanes {
         running: BTreeMap::new(),
@@ -384,6 +387,36 @@ async fn reload(
             })
             .collect();
     }
+}
+
+/// The auth service in-process: it follows every Gateway over CDS like its own pod would.
+async fn start_auth_service(
+    addr: SocketAddr,
+    cds: SocketAddr,
+    ca: &CertificateAuthority,
+) -> Result<(), RunError> {
+    let tls = ca
+        .issue_client("auth-service")
+        .map_err(|e| RunError::Cds(e.to_string()))?;
+    let events = subscribe(CdsClientOptions {
+        server: cds,
+        server_name: CDS_SERVER_NAME.into(),
+        tls,
+        gateway: turnpike_dataplane::cds::ALL.into(),
+    })
+    .map_err(|e| RunError::Cds(e.to_string()))?;
+    let state = turnpike_auth::http::AppState::new();
+    tokio::spawn(turnpike_auth::follow(state.gateways.clone(), events));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| RunError::Admin { addr, source })?;
+    tracing::info!(%addr, "auth service listening (/ice-config)");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, turnpike_auth::http::router(state)).await {
+            tracing::error!(error = %e, "auth service stopped");
+        }
+    });
+    Ok(())
 }
 
 async fn serve_admin(addr: SocketAddr, report: Arc<Mutex<StatusReport>>) -> Result<(), RunError> {

@@ -9,6 +9,8 @@ use crate::{Proc, free_tcp_port, http_get, turnpike_bin};
 
 /// The REST secret of the generated GatewayConfig.
 pub const SECRET: &str = "standalone-secret";
+/// The HS256 key callers of its auth service sign tokens with.
+pub const JWT_KEY: &str = "standalone-jwt-key";
 
 pub fn write_base(dir: &Path, turn_port: u16) {
     std::fs::write(
@@ -27,11 +29,13 @@ metadata: {{name: cfg, namespace: default}}
 spec:
   auth: {{type: ephemeral, secretRef: {{name: auth}}}}
   limits: {{maxAllocationsPerUser: 1000}}
+  authService:
+    jwt: {{issuer: e2e, audience: turnpike, hmacSecretRef: {{name: auth, key: jwt}}}}
 ---
 apiVersion: v1
 kind: Secret
 metadata: {{name: auth, namespace: default}}
-stringData: {{secret: {SECRET}}}
+stringData: {{secret: {SECRET}, jwt: {JWT_KEY}}}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
@@ -114,11 +118,12 @@ pub struct Run {
     pub proc: Proc,
     pub admin: u16,
     pub dp_admin: u16,
+    pub auth: u16,
     pub log: std::path::PathBuf,
 }
 
 pub fn start_run(dir: &Path) -> Run {
-    let (admin, dp_admin) = (free_tcp_port(), free_tcp_port());
+    let (admin, dp_admin, auth) = (free_tcp_port(), free_tcp_port(), free_tcp_port());
     let log = dir.parent().unwrap().join(format!("run-{admin}.log"));
     let f = std::fs::File::create(&log).unwrap();
     let proc = Proc::spawn(
@@ -129,6 +134,7 @@ pub fn start_run(dir: &Path) -> Run {
             .args(["--admin", &format!("127.0.0.1:{admin}")])
             .args(["--dataplane-admin", &format!("127.0.0.1:{dp_admin}")])
             .args(["--cds", "127.0.0.1:0", "--workers", "2"])
+            .args(["--auth", &format!("127.0.0.1:{auth}")])
             .env("RUST_LOG", "info")
             .stdout(f.try_clone().unwrap())
             .stderr(f),
@@ -140,6 +146,7 @@ pub fn start_run(dir: &Path) -> Run {
                 proc,
                 admin,
                 dp_admin,
+                auth,
                 log,
             };
         }

@@ -201,3 +201,65 @@ fn the_quickstart_example_relays() {
     assert_eq!(r.exit, Some(0), "{}", r.output);
     assert_eq!(r.lost, Some(0), "{}", r.output);
 }
+
+/// The auth service inside `turnpike run`: a valid HS256 token gets credentials that relay
+/// through the dataplane; no token gets a 401 problem.
+#[test]
+fn ice_config_credentials_relay_through_the_dataplane() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("config");
+    std::fs::create_dir(&dir).unwrap();
+    let (turn, a) = (free_udp_port(), free_udp_port());
+    let _peer = echo_peer(a);
+    write_base(&dir, turn);
+    write_echo_route(&dir, a);
+    let run = start_run(&dir);
+    let out = Command::new(turnpike_bin())
+        .args(["token", "--sub", "alice", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let auth = format!("Bearer {token}");
+    let end = Instant::now() + Duration::from_secs(5);
+    let (status, head, body) = loop {
+        let r = turnpike_tests::http_get_with(run.auth, "/ice-config", &[("Authorization", &auth)])
+            .unwrap();
+        if r.0 != 503 || Instant::now() > end {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status, 200, "{head}\n{body}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("cache-control: no-store"),
+        "{head}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let server = &v["iceServers"][0];
+    assert_eq!(
+        server["urls"][0],
+        format!("turn:127.0.0.1:{turn}?transport=udp")
+    );
+    let (user, cred) = (
+        server["username"].as_str().unwrap(),
+        server["credential"].as_str().unwrap(),
+    );
+    assert!(user.ends_with(":alice"), "{user}");
+    let r = uclient_relay(turn, a, 5, 100, &["-u", user, "-w", cred]);
+    assert_eq!(r.lost, Some(0), "{}", r.output);
+
+    let (status, head, body) = turnpike_tests::http_get_with(run.auth, "/ice-config", &[]).unwrap();
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/problem+json"),
+        "{head}"
+    );
+}
