@@ -2,7 +2,9 @@
 //! dataplane. Pure functions of a snapshot and the time.
 
 use serde::Serialize;
-use turnpike_dataplane::config::{AuthType, DataplaneConfig, ListenerConfig, Protocol};
+use turnpike_dataplane::config::{
+    AuthType, DataplaneConfig, ListenerConfig, Protocol, SERVED_PROTOCOLS,
+};
 use turnpike_dataplane::proto::auth::rest_password;
 
 /// One `RTCIceServer`.
@@ -69,6 +71,7 @@ pub fn ice_server(
         .listeners
         .iter()
         .filter(|l| listener.is_none_or(|n| n == l.name))
+        .filter(|l| SERVED_PROTOCOLS.contains(&l.protocol))
         .filter_map(listener_uri)
         .collect();
     if urls.is_empty() {
@@ -105,20 +108,23 @@ listeners:
 
     #[test]
     fn uris_per_listener_and_credentials() {
-        let s = ice_server(&cfg(), None, "alice", 600, 1_000).unwrap();
+        let c = cfg();
+        let uris: Vec<Option<String>> = c.listeners.iter().map(listener_uri).collect();
         assert_eq!(
-            s.urls,
+            uris,
             vec![
-                "turn:203.0.113.1:3478?transport=udp",
-                "turns:turn.example.com:443?transport=tcp",
-                "turn:[2001:db8::1]:3478?transport=tcp",
+                Some("turn:203.0.113.1:3478?transport=udp".to_string()),
+                Some("turns:turn.example.com:443?transport=tcp".to_string()),
+                Some("turn:[2001:db8::1]:3478?transport=tcp".to_string()),
+                None,
             ]
         );
+        // Only listeners this dataplane version serves reach clients.
+        let s = ice_server(&c, None, "alice", 600, 1_000).unwrap();
+        assert_eq!(s.urls, vec!["turn:203.0.113.1:3478?transport=udp"]);
         assert_eq!(s.username, "1600:alice");
         assert_eq!(s.credential, rest_password("s3cret", "1600:alice"));
-        let only = ice_server(&cfg(), Some("tls"), "a", 1, 0).unwrap();
-        assert_eq!(only.urls.len(), 1);
-        assert!(ice_server(&cfg(), Some("nope"), "a", 1, 0).is_none());
-        assert!(ice_server(&cfg(), Some("hidden"), "a", 1, 0).is_none());
+        assert!(ice_server(&c, Some("nope"), "a", 1, 0).is_none());
+        assert!(ice_server(&c, Some("hidden"), "a", 1, 0).is_none());
     }
 }

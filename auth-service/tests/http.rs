@@ -30,6 +30,7 @@ fn snapshot(name: &str, jwt: Option<JwtConfig>, anonymous: bool) -> GatewaySnaps
         config: DataplaneConfig::parse(&format!(
             "version: v1alpha1\nname: {name}\nrealm: r\nauth: {{type: ephemeral, secret: turn-secret}}\n\
              listeners:\n  - {{name: udp, protocol: TURN-UDP, address: 0.0.0.0, port: 3478, publicAddress: 203.0.113.5}}\n  \
+             - {{name: alt, protocol: TURN-UDP, address: 0.0.0.0, port: 3479, publicAddress: 203.0.113.5}}\n  \
              - {{name: tcp, protocol: TURN-TCP, address: 0.0.0.0, port: 3478, publicAddress: 203.0.113.5}}\n"
         ))
         .unwrap(),
@@ -129,7 +130,7 @@ async fn valid_token_gets_an_rtc_configuration() {
         server["urls"],
         json!([
             "turn:203.0.113.5:3478?transport=udp",
-            "turn:203.0.113.5:3478?transport=tcp"
+            "turn:203.0.113.5:3479?transport=udp"
         ])
     );
     let username = server["username"].as_str().unwrap();
@@ -160,14 +161,14 @@ async fn parameters() {
     );
     let (_, _, body) = get(
         &s,
-        "/ice-config?gateway=ns/gw&listener=tcp&userid=bob&ttl=999999&iceTransportPolicy=all",
+        "/ice-config?gateway=ns/gw&listener=alt&userid=bob&ttl=999999&iceTransportPolicy=all",
         Some(&t),
     )
     .await;
     assert_eq!(body["iceServers"].as_array().unwrap().len(), 1);
     assert_eq!(
         body["iceServers"][0]["urls"],
-        json!(["turn:203.0.113.5:3478?transport=tcp"])
+        json!(["turn:203.0.113.5:3479?transport=udp"])
     );
     assert_eq!(body["iceTransportPolicy"], "all");
     let username = body["iceServers"][0]["username"].as_str().unwrap();

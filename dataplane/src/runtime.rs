@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::admin::{self, AdminState};
 use crate::cds::client::{self, CdsClientOptions, CdsEvent};
-use crate::config::{ConfigError, DataplaneConfig, Protocol, parse_endpoint};
+use crate::config::{ConfigError, DataplaneConfig, SERVED_PROTOCOLS, parse_endpoint};
 use crate::io::{self, ActiveConfig, Command, ListenerRuntime, WorkerHandle, WorkerShared};
 use crate::metrics::{ListenerStatus, Metrics, Status, StatusDetail};
 use crate::proto::{NonceKey, UserQuota};
@@ -191,7 +191,7 @@ fn publish_status(status: &Status, cfg: &DataplaneConfig, active: &ActiveConfig,
                         .map(|ip| ip.to_string())
                         .collect(),
                     routes: l.routes.clone(),
-                    state: if l.protocol == Protocol::TurnUdp {
+                    state: if SERVED_PROTOCOLS.contains(&l.protocol) {
                         "serving".into()
                     } else {
                         format!(

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
 
-use crate::config::Protocol;
+use crate::config::{Protocol, SERVED_PROTOCOLS};
 use crate::metrics::{Metrics, Status};
 use crate::proto::{
     ClientAction, ClientKey, NonceKey, Now, PEER_HEADROOM, PEER_TAILROOM, Server, ServerConfig,
@@ -174,7 +174,7 @@ impl Worker {
         let registry = self.poll.registry();
         let mut sockets = Vec::with_capacity(config.listeners.len());
         for (i, l) in config.listeners.iter().enumerate() {
-            if l.protocol != Protocol::TurnUdp {
+            if !SERVED_PROTOCOLS.contains(&l.protocol) {
                 if self.index == 0 {
                     self.shared.status.set_listener_state(
                         &l.name,

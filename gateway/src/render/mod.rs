@@ -22,7 +22,7 @@ use gateway_api::gateways::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use turnpike_dataplane::cds::{AuthServiceConfig, GatewaySnapshot};
 use turnpike_dataplane::config::{
-    DataplaneConfig, ListenerConfig, Protocol, RouteConfig, TlsConfig, VERSION,
+    DataplaneConfig, ListenerConfig, Protocol, RouteConfig, SERVED_PROTOCOLS, TlsConfig, VERSION,
 };
 
 use crate::crd::{CONTROLLER_NAME, GatewayConfigStatus};
@@ -33,10 +33,6 @@ pub use managed::{Managed, managed_resources};
 pub use params::{ResolvedParams, resolve_params};
 
 const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
-/// Protocols the dataplane of this version serves. Listeners of the others are rendered
-/// into the config (so nothing changes when the dataplane learns them) but reported as not
-/// yet programmed, rather than pretending.
-const SERVED_PROTOCOLS: &[Protocol] = &[Protocol::TurnUdp];
 
 /// Inputs that are not objects.
 #[derive(Debug, Clone)]
