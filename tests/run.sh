@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs Turnpike's whole test suite on a fresh machine. It installs what the tests need
-# (Debian's coturn for turnutils_*, a Python venv with aioice/aiortc under ~/.cache),
+# (Debian's coturn, Chromium and wrk, a Python venv with aioice/aiortc under ~/.cache,
+# playwright-core from npm),
 # checks formatting and lints, builds the release binary, and runs every test: the
 # protocol core, RFC 5769 vectors, the fuzz corpora, and the end-to-end tests with real
 # third-party clients on 127.0.0.1. Finally it runs a short side-by-side benchmark
@@ -18,6 +19,8 @@ sudo_cmd=()
 
 packages=()
 command -v turnutils_uclient >/dev/null 2>&1 || packages+=(coturn)
+[ -x /usr/bin/chromium ] || packages+=(chromium)
+command -v wrk >/dev/null 2>&1 || packages+=(wrk)
 command -v python3 >/dev/null 2>&1 || packages+=(python3 python3-venv)
 if [ ${#packages[@]} -gt 0 ]; then
   step "apt-get install ${packages[*]}"
@@ -32,6 +35,11 @@ if ! "$venv/bin/python" -c "import aioice, aiortc" >/dev/null 2>&1; then
   "$venv/bin/pip" install -q --disable-pip-version-check -r tests/python/requirements.txt
 fi
 export TURNPIKE_PYTHON="$venv/bin/python"
+
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  step "playwright-core (drives Debian's Chromium; no browser download)"
+  (cd tests/browser && npm ci --no-audit --no-fund --silent)
+fi
 
 step "cargo fmt --check"
 cargo fmt --all --check
@@ -52,6 +60,8 @@ if [ -z "${TURNPIKE_SKIP_BENCH:-}" ]; then
   step "benchmark: render time and config propagation"
   target/release/render_bench
   target/release/propagation_bench 50
+  step "benchmark: auth service /ice-config under wrk"
+  tests/bench/ice-config-wrk.sh --duration 5s
 fi
 
 step "all tests passed"

@@ -463,6 +463,7 @@ async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Respons
         "/livez" => "/livez",
         "/readyz" => "/readyz",
         "/metrics" => "/metrics",
+        "/test" => "/test",
         _ => "other",
     };
     let start = Instant::now();
@@ -470,6 +471,18 @@ async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Respons
     s.metrics
         .observe(route, resp.status().as_u16(), start.elapsed());
     resp
+}
+
+/// The browser connectivity tester: one self-contained page, no external assets.
+async fn test_page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        include_str!("test_page.html"),
+    )
+        .into_response()
 }
 
 async fn not_found() -> Response {
@@ -485,6 +498,7 @@ pub fn router(state: AppState) -> Router {
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/test", get(test_page))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         // Only GETs are served: no request body is ever needed.
