@@ -118,7 +118,7 @@ impl Default for AppState {
 }
 
 /// An RFC 9457 problem.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
     kind: &'static str,
@@ -153,20 +153,30 @@ impl IntoResponse for Problem {
 }
 
 /// Query parameters of `/ice-config` and `/ice` (STUNner's names included).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
 pub struct IceQuery {
+    /// `namespace/name` of one Gateway (or its name with `namespace`); default: every Gateway.
     gateway: Option<String>,
+    /// Limit to Gateways of this namespace.
     namespace: Option<String>,
+    /// Only this listener's URI.
     listener: Option<String>,
+    /// Credential lifetime in seconds (clamped to the configured maximum).
     ttl: Option<String>,
+    /// The TURN user id (default: the token's `sub`).
     userid: Option<String>,
+    /// STUNner's name for `userid`.
     username: Option<String>,
+    /// `relay` (default) or `all`.
     ice_transport_policy: Option<String>,
+    /// `turn` (STUNner and TURN REST API forms).
     service: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// A ready `RTCConfiguration`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IceConfig {
     ice_servers: Vec<IceServer>,
@@ -370,6 +380,15 @@ fn ice_config(state: &AppState, headers: &HeaderMap, q: &IceQuery) -> Result<Res
     Ok(r)
 }
 
+#[utoipa::path(get, path = "/ice-config", params(IceQuery), security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "An RTCConfiguration", body = IceConfig),
+        (status = 400, description = "Bad parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token does not allow this gateway", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown gateway or listener", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "No configuration yet", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn get_ice_config(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -378,6 +397,15 @@ async fn get_ice_config(
     ice_config(&s, &headers, &q).unwrap_or_else(IntoResponse::into_response)
 }
 
+#[utoipa::path(get, path = "/ice", params(IceQuery), security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "An RTCConfiguration (STUNner-compatible)", body = IceConfig),
+        (status = 400, description = "Bad parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token does not allow this gateway", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown gateway or listener", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "No configuration yet", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn get_ice(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -389,7 +417,8 @@ async fn get_ice(
     ice_config(&s, &headers, &q).unwrap_or_else(IntoResponse::into_response)
 }
 
-#[derive(Debug, Serialize)]
+/// The TURN REST API answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct TurnRest {
     username: String,
     password: String,
@@ -398,6 +427,15 @@ struct TurnRest {
 }
 
 /// The TURN REST API form: the first Gateway the caller may use.
+#[utoipa::path(get, path = "/", params(IceQuery), security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "TURN REST API credentials", body = TurnRest),
+        (status = 400, description = "Bad parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token does not allow this gateway", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown gateway or listener", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "No configuration yet", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn get_turn_rest(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -435,6 +473,9 @@ async fn get_turn_rest(
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
+#[utoipa::path(get, path = "/readyz", responses(
+    (status = 200, description = "A configuration arrived", body = String),
+    (status = 503, description = "No configuration yet", body = Problem, content_type = "application/problem+json")))]
 async fn readyz(State(s): State<AppState>) -> Response {
     if s.gateways.load().is_empty() {
         problem(
@@ -447,6 +488,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
     }
 }
 
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus metrics", body = String, content_type = "text/plain")))]
 async fn metrics(State(s): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -464,6 +506,7 @@ async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Respons
         "/readyz" => "/readyz",
         "/metrics" => "/metrics",
         "/test" => "/test",
+        "/openapi.json" => "/openapi.json",
         _ => "other",
     };
     let start = Instant::now();
@@ -489,13 +532,59 @@ async fn not_found() -> Response {
     problem(StatusCode::NOT_FOUND, "no such endpoint").into_response()
 }
 
+#[utoipa::path(get, path = "/livez", responses((status = 200, description = "Alive", body = String)))]
+async fn livez() -> &'static str {
+    "ok\n"
+}
+
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The OpenAPI 3 document, generated from the handlers and types above.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Turnpike auth service", description = "Ephemeral TURN credentials and ready ICE configurations for WebRTC clients."),
+    paths(get_ice_config, get_ice, get_turn_rest, livez, readyz, metrics),
+    components(schemas(IceConfig, IceServer, TurnRest, Problem)),
+    modifiers(&BearerScheme)
+)]
+pub struct ApiDoc;
+
+async fn openapi_json() -> Response {
+    use utoipa::OpenApi as _;
+    match ApiDoc::openapi().to_json() {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(e) => problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot render the OpenAPI document: {e}"),
+        )
+        .into_response(),
+    }
+}
+
 /// The auth service's routes.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/ice-config", get(get_ice_config))
         .route("/ice", get(get_ice))
         .route("/", get(get_turn_rest))
-        .route("/livez", get(|| async { "ok\n" }))
+        .route("/livez", get(livez))
+        .route("/openapi.json", get(openapi_json))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/test", get(test_page))

@@ -8,7 +8,7 @@ use turnpike_dataplane::config::{
 use turnpike_dataplane::proto::auth::rest_password;
 
 /// One `RTCIceServer`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct IceServer {
     pub urls: Vec<String>,
     pub username: String,

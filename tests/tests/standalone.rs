@@ -263,3 +263,55 @@ fn ice_config_credentials_relay_through_the_dataplane() {
         "{head}"
     );
 }
+
+/// The auth service's OpenAPI document is valid, and a property-based fuzzer driven by it
+/// finds no server error (5xx) on any endpoint.
+#[test]
+fn openapi_document_validates_and_fuzzing_finds_no_5xx() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("config");
+    std::fs::create_dir(&dir).unwrap();
+    let (turn, a) = (free_udp_port(), free_udp_port());
+    write_base(&dir, turn);
+    write_echo_route(&dir, a);
+    let run = start_run(&dir);
+    let (status, spec) = http_get(run.auth, "/openapi.json").unwrap();
+    assert_eq!(status, 200);
+    let spec_path = root.path().join("openapi.json");
+    std::fs::write(&spec_path, &spec).unwrap();
+    let bin = turnpike_tests::python().parent().unwrap().to_path_buf();
+    let out = Command::new(bin.join("openapi-spec-validator"))
+        .arg(&spec_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = Command::new(turnpike_bin())
+        .args(["token", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
+    let out = Command::new("timeout")
+        .arg("300")
+        .arg(bin.join("schemathesis"))
+        .args([
+            "run",
+            &format!("http://127.0.0.1:{}/openapi.json", run.auth),
+        ])
+        .args(["--checks", "not_a_server_error", "--max-examples", "60"])
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .env("SCHEMATHESIS_HOOKS", "")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+}
