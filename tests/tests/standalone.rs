@@ -315,3 +315,76 @@ fn openapi_document_validates_and_fuzzing_finds_no_5xx() {
     );
     assert!(out.status.success(), "{text}");
 }
+
+/// Credentials from /ice-config work for aioice, and are refused once their TTL passed.
+#[test]
+fn ice_config_credentials_expire() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("config");
+    std::fs::create_dir(&dir).unwrap();
+    let (turn, a) = (free_udp_port(), free_udp_port());
+    let _peer = echo_peer(a);
+    write_base(&dir, turn);
+    write_echo_route(&dir, a);
+    let run = start_run(&dir);
+    let token = Command::new(turnpike_bin())
+        .args(["token", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let auth = format!("Bearer {}", String::from_utf8(token.stdout).unwrap().trim());
+    let creds = |ttl: u32| -> (String, String) {
+        let end = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (status, _, body) = turnpike_tests::http_get_with(
+                run.auth,
+                &format!("/ice-config?ttl={ttl}&userid=py"),
+                &[("Authorization", &auth)],
+            )
+            .unwrap();
+            if status == 200 {
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                let s = &v["iceServers"][0];
+                return (
+                    s["username"].as_str().unwrap().into(),
+                    s["credential"].as_str().unwrap().into(),
+                );
+            }
+            assert!(Instant::now() < end, "{status} {body}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let server = format!("127.0.0.1:{turn}");
+    let peer = format!("127.0.0.1:{a}");
+    let (u, p) = creds(600);
+    let (ok, out) = python_script(
+        "aioice_echo.py",
+        &[
+            "--server",
+            &server,
+            "--username",
+            &u,
+            "--password",
+            &p,
+            "--peer",
+            &peer,
+        ],
+    );
+    assert!(ok, "{out}");
+    let (u, p) = creds(1);
+    std::thread::sleep(Duration::from_millis(2100));
+    let (ok, out) = python_script(
+        "aioice_echo.py",
+        &[
+            "--server",
+            &server,
+            "--username",
+            &u,
+            "--password",
+            &p,
+            "--expect-error",
+            "401",
+        ],
+    );
+    assert!(ok, "expired credentials must be refused: {out}");
+}
