@@ -39,6 +39,8 @@ enum Command {
     Probe(ProbeArgs),
     /// Run the auth service (`GET /ice-config`), following every Gateway over CDS.
     Auth(AuthArgs),
+    /// Print our CRDs (generated from the Rust types) as YAML.
+    Crds,
     /// Mint an HS256 token for the auth service from a directory's GatewayConfig (for
     /// trying things out; application servers mint their own).
     Token(TokenArgs),
@@ -267,6 +269,11 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Command::Probe(a) => probe(a)?,
+        Command::Crds => {
+            for (_, yaml) in turnpike_gateway::manifests::crds()? {
+                println!("---\n{yaml}");
+            }
+        }
         Command::Token(a) => {
             let token =
                 turnpike_gateway::token::mint(&a.dir, &a.sub, a.ttl).map_err(anyhow::Error::msg)?;
