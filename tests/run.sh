@@ -29,10 +29,12 @@ if [ ${#packages[@]} -gt 0 ]; then
 fi
 
 venv="$cache/venv"
-if ! "$venv/bin/python" -c "import aioice, aiortc" >/dev/null 2>&1; then
-  step "Python venv with aioice and aiortc ($venv)"
-  python3 -m venv "$venv"
+want=$(sha256sum tests/python/requirements.txt | cut -d' ' -f1)
+if [ "$(cat "$venv/.requirements.sha256" 2>/dev/null)" != "$want" ]; then
+  step "Python venv: aioice, aiortc, schemathesis, openapi-spec-validator, kubectl ($venv)"
+  [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check -r tests/python/requirements.txt
+  echo "$want" > "$venv/.requirements.sha256"
 fi
 export TURNPIKE_PYTHON="$venv/bin/python"
 
