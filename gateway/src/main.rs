@@ -53,6 +53,14 @@ struct AuthArgs {
     cds: String,
     #[arg(long, default_value = "0.0.0.0:8088", env = "TURNPIKE_AUTH_ADDRESS")]
     listen: SocketAddr,
+    #[command(flatten)]
+    cds_tls: CdsTlsArgs,
+}
+
+/// The client side of CDS mutual TLS (files the operator mounts from a Secret).
+#[derive(clap::Args)]
+struct CdsTlsArgs {
+    /// The CA certificate, our certificate and our key (PEM files).
     #[arg(
         long,
         env = "TURNPIKE_CDS_CA",
@@ -71,8 +79,37 @@ struct AuthArgs {
         default_value = "/etc/turnpike/cds/tls.key"
     )]
     cds_key: PathBuf,
+    /// The name the CDS server's certificate carries.
     #[arg(long, default_value = "turnpike-cds")]
     cds_server_name: String,
+}
+
+impl CdsTlsArgs {
+    /// Resolves `cds` and loads the certificates into client options for `gateway`.
+    fn client(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        cds: &str,
+        gateway: String,
+    ) -> anyhow::Result<turnpike_dataplane::cds::client::CdsClientOptions> {
+        let server = rt
+            .block_on(tokio::net::lookup_host(cds))
+            .with_context(|| format!("resolving the CDS address {cds}"))?
+            .next()
+            .with_context(|| format!("{cds} resolves to no address"))?;
+        let tls = turnpike_dataplane::cds::TlsIdentity::from_files(
+            &self.cds_ca,
+            &self.cds_cert,
+            &self.cds_key,
+        )
+        .context("loading the CDS client certificate")?;
+        Ok(turnpike_dataplane::cds::client::CdsClientOptions {
+            server,
+            server_name: self.cds_server_name.clone(),
+            tls,
+            gateway,
+        })
+    }
 }
 
 #[derive(clap::Args)]
@@ -166,28 +203,8 @@ struct DataplaneArgs {
     /// The Gateway (`namespace/name`) whose config to subscribe to over CDS.
     #[arg(long, env = "TURNPIKE_GATEWAY")]
     gateway: Option<String>,
-    /// CDS mutual TLS: the CA certificate, our certificate and key (PEM files).
-    #[arg(
-        long,
-        env = "TURNPIKE_CDS_CA",
-        default_value = "/etc/turnpike/cds/ca.crt"
-    )]
-    cds_ca: PathBuf,
-    #[arg(
-        long,
-        env = "TURNPIKE_CDS_CERT",
-        default_value = "/etc/turnpike/cds/tls.crt"
-    )]
-    cds_cert: PathBuf,
-    #[arg(
-        long,
-        env = "TURNPIKE_CDS_KEY",
-        default_value = "/etc/turnpike/cds/tls.key"
-    )]
-    cds_key: PathBuf,
-    /// The name the CDS server's certificate carries.
-    #[arg(long, default_value = "turnpike-cds")]
-    cds_server_name: String,
+    #[command(flatten)]
+    cds_tls: CdsTlsArgs,
     /// Worker threads, each with its own SO_REUSEPORT socket (default: CPU cores).
     #[arg(long, env = "TURNPIKE_WORKERS")]
     workers: Option<usize>,
@@ -280,26 +297,11 @@ fn main() -> anyhow::Result<()> {
             println!("{token}");
         }
         Command::Auth(a) => {
-            let server = rt
-                .block_on(tokio::net::lookup_host(a.cds.as_str()))
-                .with_context(|| format!("resolving the CDS address {}", a.cds))?
-                .next()
-                .with_context(|| format!("{} resolves to no address", a.cds))?;
-            let tls = turnpike_dataplane::cds::TlsIdentity::from_files(
-                &a.cds_ca,
-                &a.cds_cert,
-                &a.cds_key,
-            )
-            .context("loading the CDS client certificate")?;
+            let opts = a
+                .cds_tls
+                .client(&rt, &a.cds, turnpike_dataplane::cds::ALL.into())?;
             rt.block_on(async move {
-                let events = turnpike_dataplane::cds::client::subscribe(
-                    turnpike_dataplane::cds::client::CdsClientOptions {
-                        server,
-                        server_name: a.cds_server_name,
-                        tls,
-                        gateway: turnpike_dataplane::cds::ALL.into(),
-                    },
-                )?;
+                let events = turnpike_dataplane::cds::client::subscribe(opts)?;
                 let state = turnpike_auth::http::AppState::new();
                 tokio::spawn(turnpike_auth::follow(state.gateways.clone(), events));
                 turnpike_auth::serve(a.listen, state).await?;
@@ -311,27 +313,9 @@ fn main() -> anyhow::Result<()> {
             let workers = a.workers.unwrap_or(cores);
             let source = match (a.config, a.cds) {
                 (Some(path), _) => turnpike_dataplane::runtime::ConfigSource::File(path),
-                (None, Some(cds)) => {
-                    let server = rt
-                        .block_on(tokio::net::lookup_host(cds.as_str()))
-                        .with_context(|| format!("resolving the CDS address {cds}"))?
-                        .next()
-                        .with_context(|| format!("{cds} resolves to no address"))?;
-                    let tls = turnpike_dataplane::cds::TlsIdentity::from_files(
-                        &a.cds_ca,
-                        &a.cds_cert,
-                        &a.cds_key,
-                    )
-                    .context("loading the CDS client certificate")?;
-                    turnpike_dataplane::runtime::ConfigSource::Cds(
-                        turnpike_dataplane::cds::client::CdsClientOptions {
-                            server,
-                            server_name: a.cds_server_name,
-                            tls,
-                            gateway: a.gateway.unwrap_or_default(),
-                        },
-                    )
-                }
+                (None, Some(cds)) => turnpike_dataplane::runtime::ConfigSource::Cds(
+                    a.cds_tls.client(&rt, &cds, a.gateway.unwrap_or_default())?,
+                ),
                 (None, None) => anyhow::bail!("give --config FILE or --cds ADDR --gateway NS/NAME"),
             };
             rt.block_on(turnpike_dataplane::runtime::run(

@@ -8,9 +8,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use turnpike_dataplane::client::{ClientError, TurnClient};
 use turnpike_dataplane::config::{AuthType, DataplaneConfig, Protocol, parse_endpoint};
 
-use crate::render::{RenderContext, render};
-use crate::source::dir::load_dir;
-
 /// Server, credentials and peer worked out from a directory of YAML.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -22,20 +19,7 @@ pub struct Target {
 
 /// Derives a probe target from the first (or the named) Gateway of `dir`.
 pub fn target_from_dir(dir: &Path, gateway: Option<&str>) -> Result<Target, String> {
-    let objects = load_dir(dir).map_err(|errs| {
-        errs.iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
-    })?;
-    let ctx = RenderContext {
-        now: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()),
-        standalone: true,
-        dataplane_image: String::new(),
-        cds_address: String::new(),
-        previous_secrets: Default::default(),
-    };
-    let rendered = render(&objects, &ctx);
+    let rendered = crate::standalone::render_dir(dir)?;
     let cfg: &DataplaneConfig = match gateway {
         Some(g) => rendered
             .configs

@@ -211,6 +211,24 @@ fn log_statuses(r: &Rendered) {
     }
 }
 
+/// Loads and renders a directory once, as `turnpike run` would (for `probe` and `token`).
+pub fn render_dir(dir: &std::path::Path) -> Result<Rendered, String> {
+    let objects = load_dir(dir).map_err(|errs| {
+        errs.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
+    let ctx = RenderContext {
+        now: now_time(),
+        standalone: true,
+        dataplane_image: String::new(),
+        cds_address: String::new(),
+        previous_secrets: BTreeMap::new(),
+    };
+    Ok(render(&objects, &ctx))
+}
+
 pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let report = Arc::new(Mutex::new(StatusReport {
         source: opts.dir.display().to_string(),

@@ -7,24 +7,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::json;
 
-use crate::render::{RenderContext, render};
-use crate::source::dir::load_dir;
-
 pub fn mint(dir: &Path, sub: &str, ttl: u64) -> Result<String, String> {
-    let objects = load_dir(dir).map_err(|errs| {
-        errs.iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
-    })?;
-    let ctx = RenderContext {
-        now: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()),
-        standalone: true,
-        dataplane_image: String::new(),
-        cds_address: String::new(),
-        previous_secrets: Default::default(),
-    };
-    let rendered = render(&objects, &ctx);
+    let rendered = crate::standalone::render_dir(dir)?;
     let jwt = rendered
         .auth
         .values()
