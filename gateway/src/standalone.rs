@@ -38,6 +38,9 @@ pub enum RunError {
     Cds(String),
 }
 
+/// How often the directory is re-read without a file event.
+const PERIODIC_RELOAD: Duration = Duration::from_secs(60);
+
 /// The name in the in-memory CDS server certificate.
 const CDS_SERVER_NAME: &str = "turnpike-cds";
 
@@ -297,6 +300,9 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 while rx.try_recv().is_ok() {}
             }
+            // Re-read now and then even without a file event: rotated-out secrets expire
+            // from the configs, and an event a filesystem failed to deliver is caught up.
+            _ = tokio::time::sleep(PERIODIC_RELOAD) => {}
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
         }
