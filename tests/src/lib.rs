@@ -113,6 +113,15 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Everything a finished command printed, stdout then stderr.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// A child process killed when dropped.
 pub struct Proc {
     pub child: Child,
@@ -286,11 +295,7 @@ pub fn uclient(args: &[&str]) -> UclientReport {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let output = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let output = output_text(&out);
     let lost = output
         .lines()
         .find_map(|l| l.split("Total lost packets ").nth(1))
@@ -356,12 +361,5 @@ pub fn python_script(script: &str, args: &[&str]) -> (bool, String) {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    (out.status.success(), output_text(&out))
 }

@@ -1,7 +1,7 @@
 //! Helpers for tests and benchmarks of `turnpike run`: a directory of Gateway API YAML
 //! with one TURN-UDP Gateway on 127.0.0.1, and the running process.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -156,4 +156,33 @@ pub fn start_run(dir: &Path) -> Run {
         "dataplane never ready:\n{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
+}
+
+/// A fresh directory holding the base objects and the echo route (to `echo`), removed when
+/// dropped.
+pub struct ConfigDir {
+    _root: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl ConfigDir {
+    pub fn new(turn_port: u16, echo: u16) -> ConfigDir {
+        let root = tempfile::tempdir().unwrap();
+        let path = root.path().join("config");
+        std::fs::create_dir(&path).unwrap();
+        write_base(&path, turn_port);
+        write_echo_route(&path, echo);
+        ConfigDir { _root: root, path }
+    }
+}
+
+/// `turnpike token --dir DIR --sub SUB`: an HS256 token for the directory's auth service.
+pub fn token(dir: &Path, sub: &str) -> String {
+    let out = Command::new(turnpike_bin())
+        .args(["token", "--sub", sub, "--dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", crate::output_text(&out));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }

@@ -5,8 +5,8 @@
 
 use std::process::Command;
 
-use turnpike_tests::standalone::{start_run, write_base, write_echo_route};
-use turnpike_tests::{free_udp_port, repo_root, require_tool, turnpike_bin};
+use turnpike_tests::standalone::{ConfigDir, start_run, token};
+use turnpike_tests::{free_udp_port, repo_root, require_tool};
 
 #[test]
 fn test_page_gathers_relay_candidates_and_connects_a_call() {
@@ -20,12 +20,9 @@ fn test_page_gathers_relay_candidates_and_connects_a_call() {
         browser_dir.join("node_modules/playwright-core").exists(),
         "playwright-core is not installed: run tests/run.sh"
     );
-    let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("config");
-    std::fs::create_dir(&dir).unwrap();
     let (turn, echo) = (free_udp_port(), free_udp_port());
-    write_base(&dir, turn);
-    write_echo_route(&dir, echo);
+    let config = ConfigDir::new(turn, echo);
+    let dir = &config.path;
     // Two browser peers relay to each other's relayed addresses on 127.0.0.1.
     std::fs::write(
         dir.join("40-peers.yaml"),
@@ -34,13 +31,8 @@ fn test_page_gathers_relay_candidates_and_connects_a_call() {
          apiVersion: turnpike.dev/v1alpha1\nkind: StaticService\nmetadata: {name: relays, namespace: default}\nspec: {addresses: [127.0.0.1]}\n",
     )
     .unwrap();
-    let run = start_run(&dir);
-    let token = Command::new(turnpike_bin())
-        .args(["token", "--dir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
+    let run = start_run(dir);
+    let token = token(dir, "alice");
     let artifacts = repo_root().join("tests/artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
     let shot = artifacts.join("auth-test-page.png");
@@ -52,11 +44,7 @@ fn test_page_gathers_relay_candidates_and_connects_a_call() {
         .arg(&shot)
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = turnpike_tests::output_text(&out);
     assert!(out.status.success(), "{text}");
     assert!(
         text.contains(&format!("turn:127.0.0.1:{turn}?transport=udp")),

@@ -128,11 +128,7 @@ fn stunclient_gets_its_reflexive_address() {
         ])
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = turnpike_tests::output_text(&out);
     assert!(out.status.success(), "{text}");
     assert!(
         text.contains("UDP reflexive addr: 127.0.0.1:"),

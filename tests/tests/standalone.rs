@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use turnpike_auth::ephemeral_credential;
 use turnpike_dataplane::client::TurnClient;
 use turnpike_tests::standalone::{
-    SECRET, start_run, write_base, write_echo_route, write_other_route,
+    ConfigDir, SECRET, start_run, token, write_echo_route, write_other_route,
 };
 use turnpike_tests::{
     echo_peer, free_udp_port, http_get, python_script, turnpike_bin, uclient_relay,
@@ -48,9 +48,6 @@ fn wait_echo_state(
 
 #[test]
 fn run_relays_hot_swaps_routes_and_survives_broken_files() {
-    let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("config");
-    std::fs::create_dir(&dir).unwrap();
     let (turn, a, b, other) = (
         free_udp_port(),
         free_udp_port(),
@@ -60,10 +57,10 @@ fn run_relays_hot_swaps_routes_and_survives_broken_files() {
     let _pa = echo_peer(a);
     let _pb = echo_peer(b);
     let _po = echo_peer(other);
-    write_base(&dir, turn);
-    write_echo_route(&dir, a);
-    write_other_route(&dir, other);
-    let run = start_run(&dir);
+    let config = ConfigDir::new(turn, a);
+    let dir = &config.path;
+    write_other_route(dir, other);
+    let run = start_run(dir);
 
     // Real clients through the route, as the acceptance command does.
     let r = uclient_relay(turn, a, 5, 100, &["-W", SECRET]);
@@ -98,7 +95,7 @@ fn run_relays_hot_swaps_routes_and_survives_broken_files() {
 
     // Point the route at peer B.
     let edited = Instant::now();
-    write_echo_route(&dir, b);
+    write_echo_route(dir, b);
     let refused =
         wait_echo_state(&c, peer_a, false, Duration::from_secs(3)).expect("A still relays");
     let t_refused = edited.elapsed();
@@ -156,23 +153,16 @@ fn run_relays_hot_swaps_routes_and_survives_broken_files() {
 
 #[test]
 fn probe_echoes_through_the_quickstart_shape() {
-    let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("config");
-    std::fs::create_dir(&dir).unwrap();
     let (turn, a) = (free_udp_port(), free_udp_port());
-    write_base(&dir, turn);
-    write_echo_route(&dir, a);
-    let _run = start_run(&dir);
+    let config = ConfigDir::new(turn, a);
+    let dir = &config.path;
+    let _run = start_run(dir);
     let out = Command::new(turnpike_bin())
         .args(["probe", "--echo", "--dir"])
-        .arg(&dir)
+        .arg(dir)
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = turnpike_tests::output_text(&out);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("echoed 10/10"), "{text}");
 }
@@ -206,25 +196,12 @@ fn the_quickstart_example_relays() {
 /// through the dataplane; no token gets a 401 problem.
 #[test]
 fn ice_config_credentials_relay_through_the_dataplane() {
-    let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("config");
-    std::fs::create_dir(&dir).unwrap();
     let (turn, a) = (free_udp_port(), free_udp_port());
     let _peer = echo_peer(a);
-    write_base(&dir, turn);
-    write_echo_route(&dir, a);
-    let run = start_run(&dir);
-    let out = Command::new(turnpike_bin())
-        .args(["token", "--sub", "alice", "--dir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let config = ConfigDir::new(turn, a);
+    let dir = &config.path;
+    let run = start_run(dir);
+    let token = token(dir, "alice");
     let auth = format!("Bearer {token}");
     let end = Instant::now() + Duration::from_secs(5);
     let (status, head, body) = loop {
@@ -268,16 +245,13 @@ fn ice_config_credentials_relay_through_the_dataplane() {
 /// finds no server error (5xx) on any endpoint.
 #[test]
 fn openapi_document_validates_and_fuzzing_finds_no_5xx() {
-    let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("config");
-    std::fs::create_dir(&dir).unwrap();
     let (turn, a) = (free_udp_port(), free_udp_port());
-    write_base(&dir, turn);
-    write_echo_route(&dir, a);
-    let run = start_run(&dir);
+    let config = ConfigDir::new(turn, a);
+    let dir = &config.path;
+    let run = start_run(dir);
     let (status, spec) = http_get(run.auth, "/openapi.json").unwrap();
     assert_eq!(status, 200);
-    let spec_path = root.path().join("openapi.json");
+    let spec_path = dir.with_file_name("openapi.json");
     std::fs::write(&spec_path, &spec).unwrap();
     let bin = turnpike_tests::python().parent().unwrap().to_path_buf();
     let out = Command::new(bin.join("openapi-spec-validator"))
@@ -286,16 +260,10 @@ fn openapi_document_validates_and_fuzzing_finds_no_5xx() {
         .unwrap();
     assert!(
         out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        "{}",
+        turnpike_tests::output_text(&out)
     );
-    let token = Command::new(turnpike_bin())
-        .args(["token", "--dir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
+    let token = token(dir, "alice");
     let out = Command::new("timeout")
         .arg("300")
         .arg(bin.join("schemathesis"))
@@ -308,31 +276,19 @@ fn openapi_document_validates_and_fuzzing_finds_no_5xx() {
         .env("SCHEMATHESIS_HOOKS", "")
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = turnpike_tests::output_text(&out);
     assert!(out.status.success(), "{text}");
 }
 
 /// Credentials from /ice-config work for aioice, and are refused once their TTL passed.
 #[test]
 fn ice_config_credentials_expire() {
-    let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("config");
-    std::fs::create_dir(&dir).unwrap();
     let (turn, a) = (free_udp_port(), free_udp_port());
     let _peer = echo_peer(a);
-    write_base(&dir, turn);
-    write_echo_route(&dir, a);
-    let run = start_run(&dir);
-    let token = Command::new(turnpike_bin())
-        .args(["token", "--dir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    let auth = format!("Bearer {}", String::from_utf8(token.stdout).unwrap().trim());
+    let config = ConfigDir::new(turn, a);
+    let dir = &config.path;
+    let run = start_run(dir);
+    let auth = format!("Bearer {}", token(dir, "alice"));
     let creds = |ttl: u32| -> (String, String) {
         let end = Instant::now() + Duration::from_secs(5);
         loop {
