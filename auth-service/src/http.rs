@@ -175,6 +175,27 @@ pub struct IceQuery {
     service: Option<String>,
 }
 
+/// The problems every credential endpoint may answer with.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // exists for the OpenAPI document only
+enum CredentialProblems {
+    /// Bad parameter
+    #[response(status = 400, content_type = "application/problem+json")]
+    BadRequest(Problem),
+    /// Missing or invalid token
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    /// The token does not allow this gateway
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(Problem),
+    /// Unknown gateway or listener
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(Problem),
+    /// No configuration yet
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem),
+}
+
 /// A ready `RTCConfiguration`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -383,11 +404,7 @@ fn ice_config(state: &AppState, headers: &HeaderMap, q: &IceQuery) -> Result<Res
 #[utoipa::path(get, path = "/ice-config", params(IceQuery), security((), ("bearer" = [])),
     responses(
         (status = 200, description = "An RTCConfiguration", body = IceConfig),
-        (status = 400, description = "Bad parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token does not allow this gateway", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown gateway or listener", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "No configuration yet", body = Problem, content_type = "application/problem+json"),
+        CredentialProblems,
     ))]
 async fn get_ice_config(
     State(s): State<AppState>,
@@ -400,11 +417,7 @@ async fn get_ice_config(
 #[utoipa::path(get, path = "/ice", params(IceQuery), security((), ("bearer" = [])),
     responses(
         (status = 200, description = "An RTCConfiguration (STUNner-compatible)", body = IceConfig),
-        (status = 400, description = "Bad parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token does not allow this gateway", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown gateway or listener", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "No configuration yet", body = Problem, content_type = "application/problem+json"),
+        CredentialProblems,
     ))]
 async fn get_ice(
     State(s): State<AppState>,
@@ -430,11 +443,7 @@ struct TurnRest {
 #[utoipa::path(get, path = "/", params(IceQuery), security((), ("bearer" = [])),
     responses(
         (status = 200, description = "TURN REST API credentials", body = TurnRest),
-        (status = 400, description = "Bad parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token does not allow this gateway", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown gateway or listener", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "No configuration yet", body = Problem, content_type = "application/problem+json"),
+        CredentialProblems,
     ))]
 async fn get_turn_rest(
     State(s): State<AppState>,
