@@ -22,6 +22,8 @@ command -v turnutils_uclient >/dev/null 2>&1 || packages+=(coturn)
 [ -x /usr/bin/chromium ] || packages+=(chromium)
 command -v wrk >/dev/null 2>&1 || packages+=(wrk)
 command -v python3 >/dev/null 2>&1 || packages+=(python3 python3-venv)
+command -v ip >/dev/null 2>&1 || packages+=(iproute2)
+command -v openssl >/dev/null 2>&1 || packages+=(openssl)
 if [ ${#packages[@]} -gt 0 ]; then
   step "apt-get install ${packages[*]}"
   "${sudo_cmd[@]}" apt-get update -qq

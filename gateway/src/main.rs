@@ -33,6 +33,9 @@ enum Command {
     Run(RunArgs),
     /// Print the conditions of every Gateway and route of a running `turnpike run`.
     Status(StatusArgs),
+    /// Control plane against the Kubernetes API: watches Gateway API objects, serves CDS,
+    /// writes status and runs a dataplane Deployment + Service per Gateway.
+    Operator(OperatorArgs),
     /// Run one TURN dataplane.
     Dataplane(DataplaneArgs),
     /// Check a TURN server: allocate, permit a peer, echo through it, report the RTT.
@@ -45,6 +48,37 @@ enum Command {
     /// trying things out; application servers mint their own).
     Token(TokenArgs),
 }
+
+#[derive(clap::Args)]
+struct OperatorArgs {
+    /// Kubeconfig file (default: KUBECONFIG, then the in-cluster service account).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// The operator's namespace (its CA Secret, the auth service's certificate, the Lease).
+    #[arg(long, env = "TURNPIKE_NAMESPACE", default_value = "turnpike-system")]
+    namespace: String,
+    /// This replica's name in the leader Lease (default: the pod name, else host and pid).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Where this replica serves CDS (QUIC).
+    #[arg(long, env = "TURNPIKE_CDS_LISTEN", default_value = "0.0.0.0:13478")]
+    cds_listen: SocketAddr,
+    /// The CDS Service dataplane pods connect to (default: turnpike-cds.NAMESPACE.svc:13478).
+    #[arg(long, env = "TURNPIKE_CDS_ADDRESS")]
+    cds_address: Option<String>,
+    /// Image of new dataplane Deployments whose GatewayConfig names none.
+    #[arg(long, env = "TURNPIKE_DATAPLANE_IMAGE", default_value = DEFAULT_IMAGE)]
+    dataplane_image: String,
+    /// Admin address: /livez, /readyz, /metrics, /status.
+    #[arg(long, env = "TURNPIKE_ADMIN_ADDRESS", default_value = "0.0.0.0:8081")]
+    admin: SocketAddr,
+    /// How long a leader that stopped renewing keeps the Lease (e.g. 15s).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    lease_duration: Duration,
+}
+
+/// The image this build of Turnpike is published as.
+const DEFAULT_IMAGE: &str = concat!("ghcr.io/turnpike-dev/turnpike:", env!("CARGO_PKG_VERSION"));
 
 #[derive(clap::Args)]
 struct AuthArgs {
@@ -212,7 +246,7 @@ struct DataplaneArgs {
     #[arg(long, default_value = "127.0.0.1:8086", env = "TURNPIKE_ADMIN_ADDRESS")]
     admin: SocketAddr,
     /// After SIGTERM, how long existing allocations may keep relaying (e.g. 30s, 5m).
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_duration, env = "TURNPIKE_DRAIN_TIMEOUT")]
     drain_timeout: Duration,
 }
 
@@ -286,6 +320,11 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Command::Probe(a) => probe(a)?,
+        Command::Operator(a) => {
+            let opts = operator_options(a);
+            rt.block_on(turnpike_gateway::operator::run(opts))
+                .context("operator")?;
+        }
         Command::Crds => {
             for (_, yaml) in turnpike_gateway::manifests::crds()? {
                 println!("---\n{yaml}");
@@ -330,6 +369,42 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn operator_options(a: OperatorArgs) -> turnpike_gateway::operator::OperatorOptions {
+    let ns = a.namespace;
+    let identity = a.identity.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "turnpike".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let service = "turnpike-cds";
+    let mut names = vec![
+        service.to_string(),
+        format!("{service}.{ns}"),
+        format!("{service}.{ns}.svc"),
+        format!("{service}.{ns}.svc.cluster.local"),
+        "localhost".into(),
+        "127.0.0.1".into(),
+    ];
+    if !a.cds_listen.ip().is_unspecified() {
+        names.push(a.cds_listen.ip().to_string());
+    }
+    turnpike_gateway::operator::OperatorOptions {
+        kubeconfig: a.kubeconfig,
+        cds_address: a
+            .cds_address
+            .unwrap_or_else(|| format!("{service}.{ns}.svc:{}", a.cds_listen.port())),
+        namespace: ns,
+        identity,
+        cds_listen: a.cds_listen,
+        cds_server_names: names,
+        dataplane_image: a.dataplane_image,
+        admin: a.admin,
+        lease_name: "turnpike-operator".into(),
+        lease_duration: a.lease_duration,
+    }
 }
 
 /// A minimal HTTP/1.1 GET for the local admin endpoints.

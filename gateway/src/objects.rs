@@ -7,6 +7,7 @@ use gateway_api::experimental::udproutes::UdpRoute;
 use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::gateways::Gateway;
 use gateway_api::referencegrants::ReferenceGrant;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Resource;
@@ -40,6 +41,10 @@ pub struct ObjectSet {
     pub static_services: BTreeMap<Key, StaticService>,
     pub secrets: BTreeMap<Key, Secret>,
     pub reference_grants: BTreeMap<Key, ReferenceGrant>,
+    /// The managed dataplane Deployments as they are in the cluster (operator only): a
+    /// Deployment keeps the image it was created with unless GatewayConfig names one, so
+    /// an operator upgrade never rolls the dataplanes.
+    pub deployments: BTreeMap<Key, Deployment>,
 }
 
 impl ObjectSet {

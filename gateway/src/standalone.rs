@@ -16,11 +16,12 @@ use turnpike_dataplane::admin::{self, AdminState};
 use turnpike_dataplane::cds::client::{CdsClientOptions, subscribe};
 use turnpike_dataplane::runtime::{Dataplane, apply_cds_event};
 
-use crate::cds::{CdsServer, CertificateAuthority};
+use crate::cds::{AUTH_SERVICE_CN, CdsServer, CertificateAuthority, dataplane_cn};
 
 use crate::objects::{Key, key_string};
 use crate::publish::{Publisher, Update};
 use crate::render::{RenderContext, Rendered, render};
+use crate::rotation::SecretRotation;
 use crate::source::dir::load_dir;
 
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +88,7 @@ fn keyed<V: Serialize>(m: &BTreeMap<Key, V>) -> BTreeMap<String, serde_json::Val
         .collect()
 }
 
-fn now_time() -> Time {
+pub(crate) fn now_time() -> Time {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -140,7 +141,7 @@ impl LocalDataplanes {
         let admin = self.next_admin();
         let tls = self
             .ca
-            .issue_client(&format!("dataplane:{gateway}"))
+            .issue_client(&dataplane_cn(&gateway))
             .map_err(|e| e.to_string())?;
         let mut events = subscribe(CdsClientOptions {
             server: self.cds,
@@ -281,8 +282,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         cds: cds_addr,
         ca,
     };
-    let mut previous_secrets: BTreeMap<Key, Vec<(String, u64)>> = BTreeMap::new();
-    let mut last_secrets: BTreeMap<Key, String> = BTreeMap::new();
+    let mut rotation = SecretRotation::default();
     loop {
         reload(
             &opts,
@@ -290,8 +290,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             &cds,
             &mut publisher,
             &mut dataplanes,
-            &mut previous_secrets,
-            &mut last_secrets,
+            &mut rotation,
         )
         .await;
         tokio::select! {
@@ -323,8 +322,7 @@ async fn reload(
     cds: &CdsServer,
     publisher: &mut Publisher,
     dataplanes: &mut LocalDataplanes,
-    previous_secrets: &mut BTreeMap<Key, Vec<(String, u64)>>,
-    last_secrets: &mut BTreeMap<Key, String>,
+    rotation: &mut SecretRotation,
 ) {
     let objects = match load_dir(&opts.dir) {
         Ok(o) => o,
@@ -349,33 +347,8 @@ async fn reload(
         cds_address: String::new(),
         previous_secrets: BTreeMap::new(),
     };
-    let mut rendered = render(&objects, &ctx);
-    // A rotated secret stays valid for as long as credentials issued under it may live.
-    let mut rotated = false;
-    for class in objects.gateway_classes.values() {
-        if let Ok(p) = crate::render::resolve_params(&objects, class, &ctx)
-            && let Some(secret) = p.auth.secret.clone()
-            && let Some(old) = last_secrets.insert(p.key.clone(), secret.clone())
-            && old != secret
-        {
-            previous_secrets
-                .entry(p.key.clone())
-                .or_default()
-                .push((old, now_unix + p.max_ttl_secs));
-            rotated = true;
-            tracing::info!(config = %key_string(&p.key), "auth secret rotated; the previous one stays valid for maxTTL");
-        }
-    }
-    for v in previous_secrets.values_mut() {
-        v.retain(|(_, until)| *until > now_unix);
-    }
-    if rotated || previous_secrets.values().any(|v| !v.is_empty()) {
-        ctx.previous_secrets = previous_secrets
-            .iter()
-            .map(|(k, v)| (k.clone(), v.iter().map(|(s, _)| s.clone()).collect()))
-            .collect();
-        rendered = render(&objects, &ctx);
-    }
+    ctx.previous_secrets = rotation.observe(&objects, &ctx, now_unix);
+    let rendered = render(&objects, &ctx);
     log_statuses(&rendered);
     let updates = publisher.update(&rendered.snapshots(), &rendered.held);
     cds.publish(&updates);
@@ -420,7 +393,7 @@ async fn start_auth_service(
     ca: &CertificateAuthority,
 ) -> Result<(), RunError> {
     let tls = ca
-        .issue_client("auth-service")
+        .issue_client(AUTH_SERVICE_CN)
         .map_err(|e| RunError::Cds(e.to_string()))?;
     let events = subscribe(CdsClientOptions {
         server: cds,

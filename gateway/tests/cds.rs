@@ -1,5 +1,6 @@
 //! CDS over real QUIC on loopback: snapshot ordering, reconnect after a server restart with
-//! the last good config kept, and refusal of a client certificate from another CA.
+//! the last good config kept, refusal of a client certificate from another CA, and of a
+//! dataplane certificate asking for another Gateway.
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
@@ -7,10 +8,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use turnpike_dataplane::cds::ALL;
 use turnpike_dataplane::cds::client::{CdsClientOptions, CdsEvent, subscribe};
 use turnpike_dataplane::cds::{AuthServiceConfig, GatewaySnapshot};
 use turnpike_dataplane::config::DataplaneConfig;
-use turnpike_gateway::cds::{CdsServer, CertificateAuthority};
+use turnpike_gateway::cds::{AUTH_SERVICE_CN, CdsServer, CertificateAuthority, dataplane_cn};
 use turnpike_gateway::publish::{Publisher, Update};
 
 fn config(gateway: &str, realm: &str) -> DataplaneConfig {
@@ -60,7 +62,13 @@ fn client(
     subscribe(CdsClientOptions {
         server,
         server_name: "turnpike-cds".into(),
-        tls: ca.issue_client("test").unwrap(),
+        tls: ca
+            .issue_client(&if gateway == ALL {
+                AUTH_SERVICE_CN.to_string()
+            } else {
+                dataplane_cn(gateway)
+            })
+            .unwrap(),
         gateway: gateway.into(),
     })
     .unwrap()
@@ -187,7 +195,7 @@ async fn a_certificate_from_another_ca_is_refused() {
     let mut publisher = Publisher::default();
     publish(&server, &mut publisher, &[("ns/a", "secret-config")]);
     // The rogue client trusts our server (it has our CA) but presents a rogue certificate.
-    let mut tls = rogue.issue_client("intruder").unwrap();
+    let mut tls = rogue.issue_client(&dataplane_cn("ns/a")).unwrap();
     tls.ca_pem = ca.ca_pem();
     let mut rx = subscribe(CdsClientOptions {
         server: addr,
@@ -209,4 +217,45 @@ async fn a_certificate_from_another_ca_is_refused() {
     // The legitimate client still works.
     let mut ok = client(&ca, addr, "ns/a");
     assert_eq!(next_config(&mut ok).await.realm, "secret-config");
+}
+
+#[tokio::test]
+async fn a_dataplane_certificate_reads_only_its_own_gateway() {
+    let ca = CertificateAuthority::generate("test CA").unwrap();
+    let server = start(&ca, "127.0.0.1:0").await;
+    let addr = server.local_addr().unwrap();
+    let mut publisher = Publisher::default();
+    publish(
+        &server,
+        &mut publisher,
+        &[("ns/a", "realm-a"), ("ns/b", "realm-b")],
+    );
+    for asked in ["ns/b", ALL] {
+        let mut rx = subscribe(CdsClientOptions {
+            server: addr,
+            server_name: "turnpike-cds".into(),
+            tls: ca.issue_client(&dataplane_cn("ns/a")).unwrap(),
+            gateway: asked.into(),
+        })
+        .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        let mut disconnects = 0;
+        while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+            match ev {
+                CdsEvent::Snapshot(c) => panic!("ns/a's dataplane got {asked}: {c:?}"),
+                CdsEvent::Disconnected(_) => disconnects += 1,
+                CdsEvent::Connected | CdsEvent::Deleted(_) => {}
+            }
+        }
+        assert!(disconnects >= 1, "subscribing to {asked} must be refused");
+    }
+    let mut own = client(&ca, addr, "ns/a");
+    assert_eq!(next_config(&mut own).await.realm, "realm-a");
+    let mut auth = client(&ca, addr, ALL);
+    let mut realms = vec![
+        next_config(&mut auth).await.realm,
+        next_config(&mut auth).await.realm,
+    ];
+    realms.sort();
+    assert_eq!(realms, ["realm-a", "realm-b"]);
 }

@@ -6,6 +6,7 @@
 #                                  #   export KUBECONFIG=...            (admin)
 #                                  #   export TURNPIKE_OPERATOR_KUBECONFIG=...  (operator user)
 #   tests/k8s/apiserver.sh env     # prints the two export lines of the running fixture
+#   tests/k8s/apiserver.sh restart # restarts kube-apiserver (same port, same etcd)
 #   tests/k8s/apiserver.sh stop    # stops it and removes its state
 #
 # Binaries are built from their Go modules and cached under ~/.cache/turnpike/ keyed by
@@ -95,6 +96,45 @@ print_env() {
   echo "export TURNPIKE_OPERATOR_KUBECONFIG=$run/operator.kubeconfig"
 }
 
+launch_apiserver() {
+  "$bin/kube-apiserver" --etcd-servers "http://127.0.0.1:$(cat "$run/etcd-port")" --bind-address 127.0.0.1 \
+    --secure-port "$(cat "$run/port")" --advertise-address 127.0.0.1 \
+    --tls-cert-file "$run/pki/apiserver.crt" --tls-private-key-file "$run/pki/apiserver.key" \
+    --client-ca-file "$run/pki/ca.crt" --authorization-mode RBAC \
+    --service-account-issuer https://kubernetes.default.svc --service-account-key-file "$run/pki/sa.pub" \
+    --service-account-signing-key-file "$run/pki/sa.key" --service-cluster-ip-range 10.96.0.0/16 \
+    --cert-dir "$run/pki" >>"$run/apiserver.log" 2>&1 &
+  echo $! > "$run/apiserver.pid"
+}
+
+wait_ready() {
+  local kubectl=$1
+  for _ in $(seq 120); do
+    if "$kubectl" --kubeconfig "$run/admin.kubeconfig" get --raw /readyz >/dev/null 2>&1; then return 0; fi
+    sleep 0.5
+  done
+  log "kube-apiserver did not become ready:"; tail -20 "$run/apiserver.log" >&2
+  return 1
+}
+
+stop_process() {
+  local p=$1
+  if [ -f "$run/$p.pid" ]; then
+    kill "$(cat "$run/$p.pid")" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$(cat "$run/$p.pid")" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$(cat "$run/$p.pid")" 2>/dev/null || true
+  fi
+}
+
+# Stops kube-apiserver and starts it again on the same port and etcd (what a control-plane
+# upgrade or crash looks like to clients); returns once it is ready.
+restart() {
+  [ -f "$run/port" ] || { log "not running"; exit 1; }
+  stop_process apiserver
+  launch_apiserver
+  wait_ready "$(kubectl_bin)"
+}
+
 start() {
   command -v go >/dev/null || { log "go is required to build the fixture"; exit 2; }
   build_apiserver
@@ -121,24 +161,13 @@ start() {
     --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
     --initial-cluster "default=http://127.0.0.1:$peer_port" >"$run/etcd.log" 2>&1 &
   echo $! > "$run/etcd.pid"
-  "$bin/kube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" --bind-address 127.0.0.1 \
-    --secure-port "$port" --advertise-address 127.0.0.1 \
-    --tls-cert-file "$run/pki/apiserver.crt" --tls-private-key-file "$run/pki/apiserver.key" \
-    --client-ca-file "$run/pki/ca.crt" --authorization-mode RBAC \
-    --service-account-issuer https://kubernetes.default.svc --service-account-key-file "$run/pki/sa.pub" \
-    --service-account-signing-key-file "$run/pki/sa.key" --service-cluster-ip-range 10.96.0.0/16 \
-    --cert-dir "$run/pki" >"$run/apiserver.log" 2>&1 &
-  echo $! > "$run/apiserver.pid"
+  echo "$etcd_port" > "$run/etcd-port"
+  launch_apiserver
   # From here on a failure must not leave processes behind.
   trap 'log "start failed; stopping"; stop' ERR
   kubeconfig "$run/admin.kubeconfig" admin "$run/pki/admin.crt" "$run/pki/admin.key"
   kubeconfig "$run/operator.kubeconfig" operator "$run/pki/operator.crt" "$run/pki/operator.key"
-  local ok=
-  for _ in $(seq 120); do
-    if "$kubectl" --kubeconfig "$run/admin.kubeconfig" get --raw /readyz >/dev/null 2>&1; then ok=1; break; fi
-    sleep 0.5
-  done
-  [ -n "$ok" ] || { log "kube-apiserver did not become ready:"; tail -20 "$run/apiserver.log" >&2; stop; exit 1; }
+  wait_ready "$kubectl" || { stop; exit 1; }
 
   # Gateway API experimental CRDs (UDPRoute) from the module our gateway-api crate was
   # generated from, then ours when the repository has them.
@@ -156,19 +185,15 @@ start() {
 }
 
 stop() {
-  for p in apiserver etcd; do
-    if [ -f "$run/$p.pid" ]; then
-      kill "$(cat "$run/$p.pid")" 2>/dev/null || true
-      for _ in $(seq 50); do kill -0 "$(cat "$run/$p.pid")" 2>/dev/null || break; sleep 0.1; done
-      kill -9 "$(cat "$run/$p.pid")" 2>/dev/null || true
-    fi
-  done
+  stop_process apiserver
+  stop_process etcd
   rm -rf "$run"
 }
 
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
+  restart) restart ;;
   env) [ -f "$run/port" ] || { log "not running"; exit 1; }; print_env ;;
-  *) log "usage: $0 start|stop|env"; exit 2 ;;
+  *) log "usage: $0 start|stop|restart|env"; exit 2 ;;
 esac

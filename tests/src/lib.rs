@@ -3,6 +3,7 @@
 //! and read what they report.
 #![allow(clippy::unwrap_used)] // test support: a failure here is a test failure
 
+pub mod k8s;
 pub mod standalone;
 
 use std::io::{Read, Write};
@@ -362,4 +363,27 @@ pub fn python_script(script: &str, args: &[&str]) -> (bool, String) {
         .output()
         .unwrap();
     (out.status.success(), output_text(&out))
+}
+
+/// TURN REST API credentials for `user`, valid `ttl` seconds: `(expiry:user, password)`.
+pub fn rest_credentials(secret: &str, user: &str, ttl: u64) -> (String, String) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let username = format!("{}:{user}", now + ttl);
+    let password = turnpike_dataplane::proto::auth::rest_password(secret, &username);
+    (username, password)
+}
+
+/// One YAML document as JSON (None when it does not parse).
+pub fn yaml_to_json(doc: &str) -> Option<serde_json::Value> {
+    serde_yaml::from_str(doc).ok()
+}
+
+pub fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap()
 }

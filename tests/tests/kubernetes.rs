@@ -1,94 +1,62 @@
-//! Against a real kube-apiserver with RBAC (tests/k8s/apiserver.sh): our CRDs, generated
-//! from the Rust types, are served and validate strictly; the quickstart's Gateway API
-//! objects apply; the operator's ClusterRole grants what it needs and nothing more.
+//! Turnpike against a real kube-apiserver with RBAC (tests/k8s/apiserver.sh): CRDs and
+//! RBAC; every manifest, the Helm chart and the examples pass a server-side dry run; the
+//! operator programs Gateways, owns their dataplane Deployments and Services, reports
+//! rejections, survives API server and operator restarts without dropping a relayed
+//! packet; two replicas elect one leader and hand over within the lease time.
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-use turnpike_tests::repo_root;
+use serde_json::Value;
+use turnpike_dataplane::client::{ClientError, TurnClient};
+use turnpike_tests::k8s::{Cluster, Operator, PodNetwork, condition, wait_for};
+use turnpike_tests::{Proc, free_tcp_port, output_text, repo_root, turnpike_bin};
 
-struct Fixture {
-    dir: tempfile::TempDir,
-    admin: PathBuf,
-    operator: PathBuf,
+/// One fixture at a time: each is a kube-apiserver, and the relay test binds TURN ports.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const SECRET: &str = "example-turn-secret-change-me";
+const GW: &str = "media-gateway";
+
+fn apply_file(c: &Cluster, path: &str) {
+    let p = repo_root().join(path);
+    c.kubectl(&["apply", "-f", p.to_str().unwrap()]);
 }
 
-impl Fixture {
-    fn start() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new(repo_root().join("tests/k8s/apiserver.sh"))
-            .arg("start")
-            .env("TURNPIKE_K8S_DIR", dir.path().join("run"))
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(
-            out.status.success(),
-            "{text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let var = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(&format!("export {name}=")))
-                .map(PathBuf::from)
-                .unwrap()
-        };
-        Fixture {
-            admin: var("KUBECONFIG"),
-            operator: var("TURNPIKE_OPERATOR_KUBECONFIG"),
-            dir,
-        }
-    }
-
-    fn kubectl(&self, kubeconfig: &PathBuf, args: &[&str], stdin: Option<&str>) -> Output {
-        let kubectl = turnpike_tests::python().parent().unwrap().join("kubectl");
-        let mut cmd = Command::new(kubectl);
-        cmd.arg("--kubeconfig").arg(kubeconfig).args(args);
-        match stdin {
-            None => cmd.output().unwrap(),
-            Some(text) => {
-                use std::io::Write as _;
-                let mut child = cmd
-                    .stdin(std::process::Stdio::piped())
-                    .stdout(std::process::Stdio::piped())
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                child
-                    .stdin
-                    .take()
-                    .unwrap()
-                    .write_all(text.as_bytes())
-                    .unwrap();
-                child.wait_with_output().unwrap()
-            }
-        }
-    }
+fn install_operator_rbac(c: &Cluster) {
+    apply_file(c, "manifests/00-namespace.yaml");
+    apply_file(c, "manifests/10-rbac.yaml");
 }
 
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = Command::new(repo_root().join("tests/k8s/apiserver.sh"))
-            .arg("stop")
-            .env("TURNPIKE_K8S_DIR", self.dir.path().join("run"))
-            .output();
-    }
+fn gateway(c: &Cluster, ns: &str, name: &str) -> Value {
+    c.get(&["gateway", "-n", ns, name]).unwrap_or(Value::Null)
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+fn gateway_condition(c: &Cluster, ns: &str, name: &str, t: &str) -> Option<(String, String)> {
+    condition(&gateway(c, ns, name)["status"]["conditions"], t)
+}
+
+fn route_condition(c: &Cluster, ns: &str, name: &str, t: &str) -> Option<(String, String)> {
+    let r = c.get(&["udproute", "-n", ns, name])?;
+    let parents = r["status"]["parents"].as_array()?.clone();
+    let ours = parents
+        .iter()
+        .find(|p| p["controllerName"] == "turnpike.dev/gateway-controller")?;
+    condition(&ours["conditions"], t)
+}
+
+fn is(cond: Option<(String, String)>, status: &str, reason: &str) -> bool {
+    cond.is_some_and(|(s, r)| s == status && r == reason)
 }
 
 #[test]
-fn crds_quickstart_and_rbac_on_a_real_apiserver() {
-    let f = Fixture::start();
-    let crds = f.kubectl(&f.admin, &["get", "crd", "-o", "name"], None);
-    let names = text(&crds);
+fn crds_rbac_manifests_helm_and_examples_on_a_real_apiserver() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = Cluster::start();
+    let names = c.kubectl(&["get", "crd", "-o", "name"]);
     for crd in [
         "gatewayconfigs.turnpike.dev",
         "staticservices.turnpike.dev",
@@ -96,54 +64,37 @@ fn crds_quickstart_and_rbac_on_a_real_apiserver() {
     ] {
         assert!(names.contains(crd), "{crd} missing: {names}");
     }
-    // The quickstart's Gateway API objects are valid cluster YAML...
-    let quickstart = repo_root().join("examples/quickstart");
-    for file in [
-        "00-gatewayclass.yaml",
-        "10-gateway.yaml",
-        "20-udproute.yaml",
-    ] {
-        let path = quickstart.join(file);
-        let o = f.kubectl(&f.admin, &["apply", "-f", path.to_str().unwrap()], None);
-        assert!(o.status.success(), "{file}: {}", text(&o));
-    }
-    // ...but its hand-written EndpointSlice points at loopback, which a cluster refuses:
-    // the quickstart is for `turnpike run`; cluster examples come with the operator.
-    let path = quickstart.join("30-echo-service.yaml");
-    let o = f.kubectl(&f.admin, &["apply", "-f", path.to_str().unwrap()], None);
+    // The quickstart's hand-written EndpointSlice points at loopback, which a cluster
+    // refuses: it is for `turnpike run`; examples/kubernetes is the cluster version.
+    let path = repo_root().join("examples/quickstart/30-echo-service.yaml");
+    let o = c.kubectl_as(&c.admin, &["apply", "-f", path.to_str().unwrap()], None);
     assert!(
-        text(&o).contains("may not be in the loopback range"),
+        output_text(&o).contains("may not be in the loopback range"),
         "{}",
-        text(&o)
+        output_text(&o)
     );
     // Unknown fields in our CRDs are refused by the API server itself.
     let bad = "apiVersion: turnpike.dev/v1alpha1\nkind: GatewayConfig\nmetadata: {name: bad, namespace: default}\nspec:\n  auth: {secretRef: {name: x}, tll: 1h}\n";
-    let o = f.kubectl(&f.admin, &["apply", "-f", "-"], Some(bad));
+    let o = c.kubectl_as(&c.admin, &["apply", "-f", "-"], Some(bad));
     assert!(
-        !o.status.success() && text(&o).contains("unknown field \"spec.auth.tll\""),
+        !o.status.success() && output_text(&o).contains("unknown field \"spec.auth.tll\""),
         "{}",
-        text(&o)
+        output_text(&o)
     );
 
     // RBAC: nothing before the manifests, exactly what the operator needs after.
     let can = |args: &[&str]| {
         let mut a = vec!["auth", "can-i"];
         a.extend_from_slice(args);
-        text(&f.kubectl(&f.operator, &a, None)).trim().to_string()
+        output_text(&c.kubectl_as(&c.operator, &a, None))
+            .trim()
+            .to_string()
     };
     assert_eq!(
         can(&["list", "gateways.gateway.networking.k8s.io", "-A"]),
         "no"
     );
-    let manifests = repo_root().join("manifests");
-    for m in ["00-namespace.yaml", "10-rbac.yaml"] {
-        let o = f.kubectl(
-            &f.admin,
-            &["apply", "-f", manifests.join(m).to_str().unwrap()],
-            None,
-        );
-        assert!(o.status.success(), "{}", text(&o));
-    }
+    install_operator_rbac(&c);
     for (args, want) in [
         (
             vec!["list", "gateways.gateway.networking.k8s.io", "-A"],
@@ -164,7 +115,7 @@ fn crds_quickstart_and_rbac_on_a_real_apiserver() {
         ),
         (
             vec![
-                "patch",
+                "update",
                 "udproutes.gateway.networking.k8s.io",
                 "--subresource=status",
                 "-A",
@@ -172,10 +123,14 @@ fn crds_quickstart_and_rbac_on_a_real_apiserver() {
             "yes",
         ),
         (vec!["list", "endpointslices.discovery.k8s.io", "-A"], "yes"),
-        (vec!["create", "deployments.apps", "-n", "default"], "yes"),
+        (vec!["patch", "deployments.apps", "-n", "default"], "yes"),
+        (
+            vec!["create", "events.events.k8s.io", "-n", "default"],
+            "yes",
+        ),
         (
             vec![
-                "create",
+                "update",
                 "leases.coordination.k8s.io",
                 "-n",
                 "turnpike-system",
@@ -200,4 +155,618 @@ fn crds_quickstart_and_rbac_on_a_real_apiserver() {
     ] {
         assert_eq!(can(&args), want, "can-i {args:?}");
     }
+
+    // Every manifest, the examples and the Helm chart pass a server-side dry run. The
+    // namespaces they use are created for real (a dry-run Namespace does not exist for
+    // the objects after it).
+    for ns in ["media", "mediasoup"] {
+        c.kubectl(&["create", "namespace", ns]);
+    }
+    let dry_run = |path: &std::path::Path| {
+        let o = c.kubectl_as(
+            &c.admin,
+            &[
+                "apply",
+                "--server-side",
+                "--dry-run=server",
+                "-f",
+                path.to_str().unwrap(),
+            ],
+            None,
+        );
+        assert!(
+            o.status.success(),
+            "dry run of {}: {}",
+            path.display(),
+            output_text(&o)
+        );
+        output_text(&o)
+    };
+    for dir in [
+        "manifests",
+        "manifests/crds",
+        "examples/kubernetes",
+        "examples/mediasoup",
+    ] {
+        dry_run(&repo_root().join(dir));
+    }
+    let rendered = helm_template();
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("helm.yaml");
+    std::fs::write(&file, &rendered).unwrap();
+    let out = dry_run(&file);
+    assert!(
+        out.contains("deployment.apps/turnpike-operator serverside-applied"),
+        "{out}"
+    );
+
+    // The chart renders the same objects as manifests/ (CRDs included).
+    let mut plain = String::new();
+    for f in [
+        "00-namespace.yaml",
+        "10-rbac.yaml",
+        "20-operator.yaml",
+        "30-auth-service.yaml",
+    ] {
+        plain += &std::fs::read_to_string(repo_root().join("manifests").join(f)).unwrap();
+        plain += "\n---\n";
+    }
+    for f in std::fs::read_dir(repo_root().join("manifests/crds")).unwrap() {
+        plain += &std::fs::read_to_string(f.unwrap().path()).unwrap();
+        plain += "\n---\n";
+    }
+    assert_eq!(
+        documents(&rendered),
+        documents(&plain),
+        "helm template differs from manifests/"
+    );
+}
+
+/// `helm template` of the chart with its defaults, CRDs included.
+fn helm_template() -> String {
+    let helm = Command::new(repo_root().join("tests/k8s/helm.sh"))
+        .output()
+        .unwrap();
+    assert!(helm.status.success(), "{}", output_text(&helm));
+    let helm = String::from_utf8_lossy(&helm.stdout).trim().to_string();
+    let chart = repo_root().join("manifests/helm/turnpike");
+    let o = Command::new(helm)
+        .args(["template", "turnpike", chart.to_str().unwrap()])
+        .args(["--namespace", "turnpike-system", "--include-crds"])
+        .args(["--set", "createNamespace=true", "--kube-version", "1.35.4"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", output_text(&o));
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// The YAML documents of `text`, parsed and sorted (comments and order do not matter).
+fn documents(text: &str) -> Vec<String> {
+    let mut docs: Vec<String> = text.split("\n---").filter_map(canonical_json).collect();
+    docs.sort();
+    docs
+}
+
+fn canonical_json(doc: &str) -> Option<String> {
+    let v: Value = turnpike_tests::yaml_to_json(doc)?;
+    (!v.is_null()).then(|| v.to_string())
+}
+
+/// A relay test client: `expiry:user` with the REST secret.
+fn turn_client(port: u16) -> TurnClient {
+    let (user, pass) = turnpike_tests::rest_credentials(SECRET, "k8s-test", 3600);
+    let server: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut c = TurnClient::new(server, &user, &pass).unwrap();
+    c.allocate().unwrap();
+    c
+}
+
+fn permitted(c: &mut TurnClient, peer: &str) -> bool {
+    match c.create_permission(peer.parse().unwrap()) {
+        Ok(()) => true,
+        Err(ClientError::Rejected { code: 403, .. }) => false,
+        Err(e) => panic!("CreatePermission {peer}: {e}"),
+    }
+}
+
+fn endpoint_slice(addresses: &[&str]) -> String {
+    let eps: Vec<String> = addresses
+        .iter()
+        .map(|a| format!("  - addresses: [\"{a}\"]\n    conditions: {{ready: true}}\n"))
+        .collect();
+    format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: echo-pods\n  namespace: media\n  labels: {{kubernetes.io/service-name: echo}}\naddressType: IPv4\nports:\n  - {{name: rtp, port: 3480, protocol: UDP}}\n  - {{name: rtcp, port: 3481, protocol: UDP}}\nendpoints:\n{}",
+        eps.concat()
+    )
+}
+
+/// Seconds from now until `f` holds (polled every 20 ms, at most 5 s).
+fn seconds_until(mut f: impl FnMut() -> bool) -> f64 {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < Duration::from_secs(5), "not within 5 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    t.elapsed().as_secs_f64()
+}
+
+/// The dataplane a Gateway's pod would run, as a local process with the client
+/// certificate from the Secret the operator issued.
+fn start_dataplane(c: &Cluster, cds: u16, dir: &std::path::Path) -> (Proc, u16) {
+    let secret = c
+        .get(&["secret", "-n", "media", &format!("{GW}-turnpike-cds")])
+        .unwrap();
+    for (key, file) in [
+        ("ca.crt", "ca.crt"),
+        ("tls.crt", "tls.crt"),
+        ("tls.key", "tls.key"),
+    ] {
+        let b64 = secret["data"][key].as_str().unwrap();
+        std::fs::write(dir.join(file), turnpike_tests::base64_decode(b64)).unwrap();
+    }
+    let admin = free_tcp_port();
+    let log = std::fs::File::create(dir.join("dataplane.log")).unwrap();
+    let mut cmd = Command::new(turnpike_bin());
+    cmd.args(["dataplane", "--cds", &format!("127.0.0.1:{cds}")])
+        .args(["--gateway", &format!("media/{GW}"), "--workers", "1"])
+        .args(["--admin", &format!("127.0.0.1:{admin}")])
+        .arg("--cds-ca")
+        .arg(dir.join("ca.crt"))
+        .arg("--cds-cert")
+        .arg(dir.join("tls.crt"))
+        .arg("--cds-key")
+        .arg(dir.join("tls.key"))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    let p = Proc::spawn("dataplane", &mut cmd);
+    wait_for(
+        "the dataplane to apply its first config",
+        Duration::from_secs(20),
+        || turnpike_tests::http_get(admin, "/readyz").filter(|(code, _)| *code == 200),
+    );
+    (p, admin)
+}
+
+#[test]
+fn operator_programs_gateways_relays_and_survives_restarts() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    turnpike_tests::require_tool("turnutils_uclient");
+    let c = Cluster::start();
+    install_operator_rbac(&c);
+    let cds = turnpike_tests::free_udp_port();
+    let mut op = Operator::start(&c, "operator-1", cds, "6s");
+    apply_file(&c, "examples/kubernetes");
+
+    // GatewayClass Accepted; Deployment and Service named after the Gateway.
+    wait_for("GatewayClass Accepted", Duration::from_secs(20), || {
+        let gc = c.get(&["gatewayclass", "turnpike"])?;
+        is(
+            condition(&gc["status"]["conditions"], "Accepted"),
+            "True",
+            "Accepted",
+        )
+        .then_some(())
+    });
+    let deployment = wait_for("the managed Deployment", Duration::from_secs(20), || {
+        c.get(&["deployment", "-n", "media", GW])
+    });
+    let service = wait_for("the managed Service", Duration::from_secs(20), || {
+        c.get(&["service", "-n", "media", GW])
+    });
+    assert_eq!(
+        deployment["metadata"]["ownerReferences"][0]["kind"],
+        "Gateway"
+    );
+    assert_eq!(service["metadata"]["ownerReferences"][0]["name"], GW);
+    assert_eq!(service["spec"]["type"], "LoadBalancer");
+    assert_eq!(service["spec"]["externalTrafficPolicy"], "Local");
+    assert_eq!(
+        service["metadata"]["annotations"]["example.com/owner"],
+        "media-team"
+    );
+    let ports: Vec<(i64, String)> = service["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["port"].as_i64().unwrap(),
+                p["protocol"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ports,
+        [(3478, "UDP".into()), (3478, "TCP".into())],
+        "no admin port on the Service"
+    );
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let env: Vec<(String, String)> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().into(),
+                e["value"].as_str().unwrap_or("").into(),
+            )
+        })
+        .collect();
+    assert!(
+        env.contains(&("TURNPIKE_GATEWAY".into(), format!("media/{GW}"))),
+        "{env:?}"
+    );
+    assert!(
+        env.contains(&(
+            "TURNPIKE_CDS".into(),
+            "turnpike-cds.turnpike-system.svc:13478".into()
+        )),
+        "{env:?}"
+    );
+    assert_eq!(container["image"], "turnpike:test");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"],
+        format!("{GW}-turnpike-cds")
+    );
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"],
+        "250m"
+    );
+
+    // No address yet; a cloud controller assigns one and the Gateway is Programmed with it.
+    wait_for(
+        "Programmed=False AddressNotAssigned",
+        Duration::from_secs(20),
+        || {
+            is(
+                gateway_condition(&c, "media", GW, "Programmed"),
+                "False",
+                "AddressNotAssigned",
+            )
+            .then_some(())
+        },
+    );
+    c.kubectl(&[
+        "patch",
+        "service",
+        GW,
+        "-n",
+        "media",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"loadBalancer":{"ingress":[{"ip":"203.0.113.10"}]}}}"#,
+    ]);
+    wait_for(
+        "Programmed=True with the LB address",
+        Duration::from_secs(20),
+        || {
+            let g = gateway(&c, "media", GW);
+            (is(
+                condition(&g["status"]["conditions"], "Programmed"),
+                "True",
+                "Programmed",
+            ) && g["status"]["addresses"][0]["value"] == "203.0.113.10")
+                .then_some(())
+        },
+    );
+    wait_for(
+        "UDPRoute Accepted and ResolvedRefs",
+        Duration::from_secs(20),
+        || {
+            (is(
+                route_condition(&c, "media", "echo", "Accepted"),
+                "True",
+                "Accepted",
+            ) && is(
+                route_condition(&c, "media", "echo", "ResolvedRefs"),
+                "True",
+                "ResolvedRefs",
+            ))
+            .then_some(())
+        },
+    );
+
+    // Rejections show the right conditions and a Warning Event.
+    c.apply(&format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: bad-protocol, namespace: media}}\nspec:\n  gatewayClassName: turnpike\n  listeners:\n  - {{name: web, protocol: HTTP, port: 8080}}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: UDPRoute\nmetadata: {{name: missing-backend, namespace: media}}\nspec:\n  parentRefs: [{{name: {GW}}}]\n  rules:\n  - backendRefs: [{{name: nope, port: 5000}}]\n---\n\
+         apiVersion: v1\nkind: Namespace\nmetadata: {{name: other}}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {{name: media, namespace: other}}\nspec:\n  ports: [{{name: rtp, port: 5000, protocol: UDP}}]\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: UDPRoute\nmetadata: {{name: cross-namespace, namespace: media}}\nspec:\n  parentRefs: [{{name: {GW}}}]\n  rules:\n  - backendRefs: [{{name: media, namespace: other, port: 5000}}]\n"
+    ));
+    wait_for("rejections reported", Duration::from_secs(20), || {
+        let g = gateway(&c, "media", "bad-protocol");
+        let listener = &g["status"]["listeners"][0]["conditions"];
+        (is(
+            condition(listener, "Accepted"),
+            "False",
+            "UnsupportedProtocol",
+        ) && is(
+            condition(&g["status"]["conditions"], "Accepted"),
+            "False",
+            "ListenersNotValid",
+        ) && is(
+            route_condition(&c, "media", "missing-backend", "ResolvedRefs"),
+            "False",
+            "BackendNotFound",
+        ) && is(
+            route_condition(&c, "media", "cross-namespace", "ResolvedRefs"),
+            "False",
+            "RefNotPermitted",
+        ))
+        .then_some(())
+    });
+    for (object, reason) in [
+        ("bad-protocol", "UnsupportedProtocol"),
+        ("missing-backend", "BackendNotFound"),
+        ("cross-namespace", "RefNotPermitted"),
+    ] {
+        let events = wait_for(
+            &format!("a {reason} Event on {object}"),
+            Duration::from_secs(10),
+            || {
+                let e = c.events_about("media", object);
+                e.iter().any(|(r, _)| r == reason).then_some(e)
+            },
+        );
+        assert!(
+            events.iter().any(|(_, note)| !note.is_empty()),
+            "{events:?}"
+        );
+    }
+    c.apply("apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {name: media-routes, namespace: other}\nspec:\n  from: [{group: gateway.networking.k8s.io, kind: UDPRoute, namespace: media}]\n  to: [{group: \"\", kind: Service}]\n");
+    wait_for(
+        "a ReferenceGrant resolves the cross-namespace route",
+        Duration::from_secs(20),
+        || {
+            is(
+                route_condition(&c, "media", "cross-namespace", "ResolvedRefs"),
+                "True",
+                "ResolvedRefs",
+            )
+            .then_some(())
+        },
+    );
+
+    // A pod network with the echo backend; the test plays the EndpointSlice controller.
+    let net = PodNetwork::create("10.251.7", &["10.251.7.2", "10.251.7.3"]);
+    let _echo: Vec<Proc> = ["10.251.7.2", "10.251.7.3"]
+        .iter()
+        .map(|ip| {
+            let mut cmd = net.command("turnutils_peer");
+            cmd.args(["-L", ip, "-p", "3480"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+            Proc::spawn("turnutils_peer", &mut cmd)
+        })
+        .collect();
+    c.apply(&endpoint_slice(&["10.251.7.2"]));
+    let dir = tempfile::tempdir().unwrap();
+    let (_dataplane, dp_admin) = start_dataplane(&c, cds, dir.path());
+
+    // A real TURN client relays through it to the backend the EndpointSlice names.
+    let r = turnpike_tests::uclient(&[
+        "-W",
+        SECRET,
+        "-e",
+        "10.251.7.2",
+        "-r",
+        "3480",
+        "-m",
+        "5",
+        "-n",
+        "100",
+        "-l",
+        "160",
+        "-c",
+        "-X",
+        "127.0.0.1",
+    ]);
+    assert_eq!(r.lost, Some(0), "{}", r.output);
+
+    // Changing the EndpointSlice changes what is allowed within 1 s.
+    let mut client = turn_client(3478);
+    assert!(
+        !permitted(&mut client, "10.251.7.3:3480"),
+        "not an endpoint yet"
+    );
+    c.apply(&endpoint_slice(&["10.251.7.2", "10.251.7.3"]));
+    let added = seconds_until(|| permitted(&mut client, "10.251.7.3:3480"));
+    c.apply(&endpoint_slice(&["10.251.7.2"]));
+    let removed = seconds_until(|| !permitted(&mut client, "10.251.7.3:3480"));
+    println!("EndpointSlice edit to enforcement: added {added:.3} s, removed {removed:.3} s");
+    assert!(
+        added < 1.0 && removed < 1.0,
+        "added {added} s, removed {removed} s"
+    );
+
+    // Restarts under load: an open allocation relays continuously (about 25 s) while
+    // kube-apiserver restarts and the operator is killed and replaced.
+    let generation =
+        c.get(&["deployment", "-n", "media", GW]).unwrap()["metadata"]["generation"].clone();
+    let template = c.get(&["deployment", "-n", "media", GW]).unwrap()["spec"]["template"].clone();
+    let load = std::thread::spawn(|| {
+        turnpike_tests::uclient(&[
+            "-W",
+            SECRET,
+            "-e",
+            "10.251.7.2",
+            "-r",
+            "3480",
+            "-m",
+            "1",
+            "-n",
+            "1200",
+            "-z",
+            "20",
+            "-l",
+            "160",
+            "-c",
+            "-X",
+            "127.0.0.1",
+        ])
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let errors_before = op.metric("turnpike_operator_watch_errors_total");
+    c.restart_apiserver();
+    wait_for(
+        "the operator to notice the restart",
+        Duration::from_secs(30),
+        || (op.metric("turnpike_operator_watch_errors_total") > errors_before).then_some(()),
+    );
+    // It recovers: a change made after the restart is reconciled.
+    c.kubectl(&[
+        "label",
+        "gateway",
+        "-n",
+        "media",
+        "bad-protocol",
+        "touched=yes",
+    ]);
+    c.apply(&endpoint_slice(&["10.251.7.2", "10.251.7.3"]));
+    seconds_until(|| permitted(&mut client, "10.251.7.3:3480"));
+    op.proc.signal("KILL");
+    let _ = op.proc.wait_exit(Duration::from_secs(5));
+    op = Operator::start(&c, "operator-2", cds, "6s");
+    wait_for("the new operator to lead", Duration::from_secs(15), || {
+        (op.metric("turnpike_operator_leader") == 1.0).then_some(())
+    });
+    // The dataplane reconnects to the new operator's CDS and follows changes again.
+    c.apply(&endpoint_slice(&["10.251.7.2"]));
+    wait_for(
+        "enforcement through the new operator",
+        Duration::from_secs(15),
+        || (!permitted(&mut client, "10.251.7.3:3480")).then_some(()),
+    );
+    let r = load.join().unwrap();
+    assert_eq!(
+        r.lost,
+        Some(0),
+        "the open allocation lost packets:\n{}",
+        r.output
+    );
+
+    // Statuses stay right, and the restart did not roll the dataplane.
+    wait_for(
+        "statuses after the restarts",
+        Duration::from_secs(20),
+        || {
+            (is(
+                gateway_condition(&c, "media", GW, "Programmed"),
+                "True",
+                "Programmed",
+            ) && is(
+                route_condition(&c, "media", "echo", "ResolvedRefs"),
+                "True",
+                "ResolvedRefs",
+            ) && is(
+                route_condition(&c, "media", "missing-backend", "ResolvedRefs"),
+                "False",
+                "BackendNotFound",
+            ))
+            .then_some(())
+        },
+    );
+    let after = c.get(&["deployment", "-n", "media", GW]).unwrap();
+    assert_eq!(
+        after["metadata"]["generation"], generation,
+        "the operator restart changed the Deployment"
+    );
+    assert_eq!(after["spec"]["template"], template);
+    // Settled: the new operator has nothing left to write.
+    let writes = op.metric("turnpike_operator_status_writes_total");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        op.metric("turnpike_operator_status_writes_total"),
+        writes,
+        "no-op status writes"
+    );
+    let dp_status = turnpike_tests::http_get(dp_admin, "/readyz").unwrap();
+    assert_eq!(dp_status.0, 200);
+
+    // Deleting the Gateway removes its managed objects.
+    c.kubectl(&["delete", "gateway", "-n", "media", GW]);
+    wait_for("managed objects removed", Duration::from_secs(20), || {
+        (c.get(&["deployment", "-n", "media", GW]).is_none()
+            && c.get(&["service", "-n", "media", GW]).is_none())
+        .then_some(())
+    });
+    drop(net);
+}
+
+#[test]
+fn two_operator_replicas_elect_one_leader_and_hand_over() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = Cluster::start();
+    install_operator_rbac(&c);
+    let lease = Duration::from_secs(4);
+    let mut replicas = [
+        Operator::start(&c, "replica-a", 0, "4s"),
+        Operator::start(&c, "replica-b", 0, "4s"),
+    ];
+    apply_file(&c, "examples/kubernetes");
+    let leading = |o: &Operator| o.metric("turnpike_operator_leader") == 1.0;
+    let leader = wait_for("exactly one leader", Duration::from_secs(15), || {
+        let l: Vec<usize> = (0..2).filter(|i| leading(&replicas[*i])).collect();
+        (l.len() == 1).then(|| l[0])
+    });
+    let follower = 1 - leader;
+    wait_for("UDPRoute Accepted", Duration::from_secs(20), || {
+        is(
+            route_condition(&c, "media", "echo", "Accepted"),
+            "True",
+            "Accepted",
+        )
+        .then_some(())
+    });
+    let lease_obj = c
+        .get(&["lease", "-n", "turnpike-system", "turnpike-operator"])
+        .unwrap();
+    assert_eq!(
+        lease_obj["spec"]["holderIdentity"],
+        replicas[leader].identity.as_str()
+    );
+    // Only the leader writes; both render (and serve CDS).
+    let (l, f) = (&replicas[leader], &replicas[follower]);
+    assert!(l.metric("turnpike_operator_status_writes_total") > 0.0);
+    assert!(l.metric("turnpike_operator_resource_writes_total") > 0.0);
+    for series in [
+        "turnpike_operator_status_writes_total",
+        "turnpike_operator_resource_writes_total",
+        "turnpike_operator_events_total",
+    ] {
+        assert_eq!(f.metric(series), 0.0, "the follower wrote: {series}");
+    }
+    assert!(f.metric("turnpike_operator_renders_total") > 0.0);
+
+    // Kill the leader: the follower takes over within the lease time and reconciles.
+    replicas[leader].proc.signal("KILL");
+    let killed = Instant::now();
+    c.apply("apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: UDPRoute\nmetadata: {name: after-handover, namespace: media}\nspec:\n  parentRefs: [{name: media-gateway}]\n  rules:\n  - backendRefs: [{name: echo, port: 3480}]\n");
+    wait_for(
+        "the follower to lead",
+        lease + Duration::from_secs(3),
+        || leading(&replicas[follower]).then_some(()),
+    );
+    let handover = killed.elapsed();
+    wait_for(
+        "the new leader's status write",
+        Duration::from_secs(10),
+        || {
+            is(
+                route_condition(&c, "media", "after-handover", "Accepted"),
+                "True",
+                "Accepted",
+            )
+            .then_some(())
+        },
+    );
+    println!("leader killed, follower leading after {handover:?} (lease {lease:?})");
+    assert!(
+        handover <= lease + Duration::from_secs(1),
+        "handover took {handover:?}"
+    );
+    let _ = replicas[leader].proc.wait_exit(Duration::from_secs(1));
 }

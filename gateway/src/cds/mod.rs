@@ -3,5 +3,5 @@
 pub mod ca;
 pub mod server;
 
-pub use ca::CertificateAuthority;
+pub use ca::{AUTH_SERVICE_CN, CertificateAuthority, dataplane_cn};
 pub use server::CdsServer;

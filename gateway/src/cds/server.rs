@@ -11,6 +11,7 @@ use turnpike_dataplane::cds::{
     crypto_provider, read_frame, write_frame,
 };
 
+use super::ca::AUTH_SERVICE_CN;
 use crate::publish::Update;
 
 /// Every published snapshot, by Gateway.
@@ -103,6 +104,26 @@ impl CdsServer {
     }
 }
 
+/// The common name of the client certificate the TLS handshake verified.
+fn peer_common_name(conn: &quinn::Connection) -> Option<String> {
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(certs.first()?).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_string)
+}
+
+/// May a client whose certificate says `cn` subscribe to `gateway`?
+pub fn may_subscribe(cn: Option<&str>, gateway: &str) -> bool {
+    match cn {
+        Some(AUTH_SERVICE_CN) => true,
+        Some(cn) => cn.strip_prefix("dataplane:") == Some(gateway) && gateway != ALL,
+        None => false,
+    }
+}
+
 async fn serve(
     incoming: quinn::Incoming,
     mut rx: watch::Receiver<Snapshots>,
@@ -113,6 +134,17 @@ async fn serve(
     let Some(ClientMessage::Subscribe { gateway }) = read_frame(&mut recv).await? else {
         return Ok(());
     };
+    // Each certificate names what it may read: a dataplane only its own Gateway (whose
+    // snapshot carries that Gateway's TURN secret), the auth service every Gateway.
+    let cn = peer_common_name(&conn);
+    if !may_subscribe(cn.as_deref(), &gateway) {
+        tracing::warn!(remote = %conn.remote_address(), %gateway, client = ?cn, "CDS subscription refused: the client certificate does not cover it");
+        conn.close(
+            1u32.into(),
+            b"subscription not allowed for this certificate",
+        );
+        return Ok(());
+    }
     tracing::info!(remote = %conn.remote_address(), %gateway, "CDS subscriber");
     let mut sent: BTreeMap<String, u64> = BTreeMap::new();
     loop {
@@ -156,5 +188,22 @@ async fn serve(
             changed = rx.changed() => if changed.is_err() { return Ok(()) },
             _ = conn.closed() => return Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificates_scope_subscriptions() {
+        assert!(may_subscribe(Some("auth-service"), ALL));
+        assert!(may_subscribe(Some("auth-service"), "ns/gw"));
+        assert!(may_subscribe(Some("dataplane:ns/gw"), "ns/gw"));
+        assert!(!may_subscribe(Some("dataplane:ns/gw"), "ns/other"));
+        assert!(!may_subscribe(Some("dataplane:ns/gw"), ALL));
+        assert!(!may_subscribe(Some("dataplane:all"), ALL));
+        assert!(!may_subscribe(Some("test"), "ns/gw"));
+        assert!(!may_subscribe(None, "ns/gw"));
     }
 }

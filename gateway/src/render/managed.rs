@@ -1,14 +1,17 @@
 //! The Deployment and Service each Gateway's dataplane runs as (used by the operator).
-//! The pod template depends only on the Gateway and its GatewayConfig, never on the
-//! operator's own version, so an operator upgrade never rolls the dataplane.
+//! The pod template depends only on the Gateway, its GatewayConfig and the Deployment as it
+//! already is, never on the operator's own version or address: the CDS address is a
+//! Service name, the client certificate lives in a Secret the pod mounts, and the image
+//! stays what the Deployment was created with unless GatewayConfig names one. So an
+//! operator restart or upgrade never rolls the dataplane.
 
 use std::collections::BTreeMap;
 
 use gateway_api::gateways::Gateway;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, HTTPGetAction, PodSpec, PodTemplateSpec, Probe, Service,
-    ServicePort, ServiceSpec,
+    Container, ContainerPort, EnvVar, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
+    SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -17,7 +20,19 @@ use turnpike_dataplane::config::Protocol;
 use super::{RenderContext, ResolvedParams};
 
 pub const GATEWAY_LABEL: &str = "turnpike.dev/gateway";
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "turnpike";
 const ADMIN_PORT: i32 = 8086;
+/// Where the pod mounts its CDS client certificate (the dataplane's default paths).
+const CDS_CERT_DIR: &str = "/etc/turnpike/cds";
+/// Long calls keep relaying while a pod drains; the kubelet's grace period is a bit longer.
+const TERMINATION_GRACE_SECONDS: i64 = 3600;
+const DRAIN_TIMEOUT: &str = "3570s";
+
+/// The Secret holding Gateway `name`'s CDS client certificate (in the Gateway's namespace).
+pub fn cds_secret_name(gateway: &str) -> String {
+    format!("{gateway}-turnpike-cds")
+}
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Managed {
@@ -41,6 +56,7 @@ pub fn managed_resources(
     gw: &Gateway,
     listeners: &[(String, Protocol, u16)],
     params: &ResolvedParams,
+    existing: Option<&Deployment>,
     ctx: &RenderContext,
 ) -> Managed {
     let name = gw.metadata.name.clone().unwrap_or_default();
@@ -54,10 +70,7 @@ pub fn managed_resources(
             "app.kubernetes.io/name".to_string(),
             "turnpike-dataplane".to_string(),
         ),
-        (
-            "app.kubernetes.io/managed-by".to_string(),
-            "turnpike".to_string(),
-        ),
+        (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
         (GATEWAY_LABEL.to_string(), name.clone()),
     ]);
     let selector = BTreeMap::from([(GATEWAY_LABEL.to_string(), name.clone())]);
@@ -69,18 +82,33 @@ pub fn managed_resources(
         owner_references: owner(gw),
         ..Default::default()
     };
-    let mut args = vec![
-        "dataplane".to_string(),
-        "--cds".into(),
-        ctx.cds_address.clone(),
-        "--gateway".into(),
-        format!("{ns}/{name}"),
-        "--admin".into(),
-        format!("0.0.0.0:{ADMIN_PORT}"),
+    let env = |name: &str, value: String| EnvVar {
+        name: name.into(),
+        value: Some(value),
+        ..Default::default()
+    };
+    let mut envs = vec![
+        env("TURNPIKE_GATEWAY", format!("{ns}/{name}")),
+        env("TURNPIKE_CDS", ctx.cds_address.clone()),
+        env("TURNPIKE_ADMIN_ADDRESS", format!("0.0.0.0:{ADMIN_PORT}")),
+        env("TURNPIKE_DRAIN_TIMEOUT", DRAIN_TIMEOUT.into()),
+        env("TURNPIKE_LOG_FORMAT", "json".into()),
     ];
     if let Some(w) = dp.workers {
-        args.extend(["--workers".into(), w.to_string()]);
+        envs.push(env("TURNPIKE_WORKERS", w.to_string()));
     }
+    // An image named in GatewayConfig wins; otherwise the one the Deployment already runs,
+    // and only a new Deployment gets the operator's default.
+    let running_image = existing
+        .and_then(|d| d.spec.as_ref())
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|s| s.containers.iter().find(|c| c.name == "dataplane"))
+        .and_then(|c| c.image.clone());
+    let image = dp
+        .image
+        .clone()
+        .or(running_image)
+        .unwrap_or_else(|| ctx.dataplane_image.clone());
     let probe = |path: &str| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
@@ -93,15 +121,13 @@ pub fn managed_resources(
     let transport = |p: Protocol| if p == Protocol::TurnUdp { "UDP" } else { "TCP" };
     let container = Container {
         name: "dataplane".into(),
-        image: Some(
-            dp.image
-                .clone()
-                .unwrap_or_else(|| ctx.dataplane_image.clone()),
-        ),
-        args: Some(args),
-        env: Some(vec![EnvVar {
-            name: "TURNPIKE_LOG_FORMAT".into(),
-            value: Some("json".into()),
+        image: Some(image),
+        args: Some(vec!["dataplane".into()]),
+        env: Some(envs),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "cds-client".into(),
+            mount_path: CDS_CERT_DIR.into(),
+            read_only: Some(true),
             ..Default::default()
         }]),
         ports: Some(
@@ -135,8 +161,15 @@ pub fn managed_resources(
                 }),
                 spec: Some(PodSpec {
                     containers: vec![container],
-                    // Existing allocations keep relaying while a pod drains.
-                    termination_grace_period_seconds: Some(3600),
+                    termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
+                    volumes: Some(vec![Volume {
+                        name: "cds-client".into(),
+                        secret: Some(SecretVolumeSource {
+                            secret_name: Some(cds_secret_name(&name)),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }]),
                     ..Default::default()
                 }),
             },

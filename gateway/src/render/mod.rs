@@ -29,7 +29,9 @@ use crate::crd::{CONTROLLER_NAME, GatewayConfigStatus};
 use crate::objects::{Key, ObjectSet, key_string};
 
 pub use conditions::{Stamp, is_true, reason};
-pub use managed::{Managed, managed_resources};
+pub use managed::{
+    GATEWAY_LABEL, MANAGED_BY, MANAGED_BY_LABEL, Managed, cds_secret_name, managed_resources,
+};
 pub use params::{ResolvedParams, resolve_params};
 
 const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
@@ -232,7 +234,13 @@ pub fn render(objects: &ObjectSet, ctx: &RenderContext) -> Rendered {
             Ok(()) => {
                 out.managed.insert(
                     name.clone(),
-                    managed_resources(gw, &g.listeners_for_managed(), params, ctx),
+                    managed_resources(
+                        gw,
+                        &g.listeners_for_managed(),
+                        params,
+                        objects.deployments.get(k),
+                        ctx,
+                    ),
                 );
                 out.auth.insert(name.clone(), params.auth_service.clone());
                 out.configs.insert(name, cfg);

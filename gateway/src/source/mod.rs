@@ -9,6 +9,7 @@ use gateway_api::experimental::udproutes::UdpRoute;
 use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::gateways::Gateway;
 use gateway_api::referencegrants::ReferenceGrant;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Resource;
@@ -53,6 +54,8 @@ pub enum Object {
     Secret(Box<Secret>),
     GatewayConfig(Box<GatewayConfig>),
     StaticService(Box<StaticService>),
+    /// A managed dataplane Deployment (from the API server only, never from YAML).
+    Deployment(Box<Deployment>),
 }
 
 fn typed<T: DeserializeOwned + Resource>(
@@ -183,6 +186,7 @@ impl ObjectSet {
             Object::Secret(s) => put(&mut self.secrets, "Secret", *s),
             Object::GatewayConfig(g) => put(&mut self.gateway_configs, "GatewayConfig", *g),
             Object::StaticService(s) => put(&mut self.static_services, "StaticService", *s),
+            Object::Deployment(d) => put(&mut self.deployments, "Deployment", *d),
         }
     }
 }

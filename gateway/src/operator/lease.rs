@@ -1,0 +1,191 @@
+//! Leader election on a `coordination.k8s.io/v1` Lease, so two operator replicas are safe:
+//! only the holder writes to the API server. Expiry is judged by when *this* replica last
+//! saw the record change (as client-go does), never by comparing clocks across machines.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::Api;
+use kube::api::PostParams;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+#[derive(Debug, Clone)]
+pub struct LeaseOptions {
+    pub namespace: String,
+    pub name: String,
+    /// This replica's name (the pod name in a cluster).
+    pub identity: String,
+    /// How long a holder that stopped renewing keeps the lease.
+    pub duration: Duration,
+}
+
+impl LeaseOptions {
+    /// How often the lease is renewed or re-checked.
+    fn retry_period(&self) -> Duration {
+        self.duration / 5
+    }
+
+    /// A leader that could not renew for this long stops acting as one, before anyone else
+    /// may take over.
+    fn renew_deadline(&self) -> Duration {
+        self.duration * 2 / 3
+    }
+}
+
+/// What a replica last saw of the lease record, and when.
+#[derive(Debug, Clone, PartialEq)]
+struct Observed {
+    holder: Option<String>,
+    renew_time: Option<MicroTime>,
+    transitions: Option<i32>,
+}
+
+pub struct LeaderElector {
+    api: Api<Lease>,
+    opts: LeaseOptions,
+    observed: Option<(Observed, Instant)>,
+}
+
+fn now() -> MicroTime {
+    MicroTime(k8s_openapi::jiff::Timestamp::now())
+}
+
+impl LeaderElector {
+    pub fn new(client: kube::Client, opts: LeaseOptions) -> Self {
+        LeaderElector {
+            api: Api::namespaced(client, &opts.namespace),
+            opts,
+            observed: None,
+        }
+    }
+
+    /// One round: acquire the lease if it is free or expired, renew it if ours. `Ok(true)`
+    /// when this replica holds it afterwards.
+    async fn try_acquire_or_renew(&mut self) -> Result<bool, kube::Error> {
+        let seconds = i32::try_from(self.opts.duration.as_secs().max(1)).unwrap_or(i32::MAX);
+        let me = self.opts.identity.clone();
+        let Some(mut lease) = self.api.get_opt(&self.opts.name).await? else {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(self.opts.name.clone()),
+                    namespace: Some(self.opts.namespace.clone()),
+                    ..Default::default()
+                },
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(me),
+                    lease_duration_seconds: Some(seconds),
+                    acquire_time: Some(now()),
+                    renew_time: Some(now()),
+                    lease_transitions: Some(0),
+                    ..Default::default()
+                }),
+            };
+            return match self.api.create(&PostParams::default(), &lease).await {
+                Ok(_) => Ok(true),
+                Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+                Err(e) => Err(e),
+            };
+        };
+        let spec = lease.spec.clone().unwrap_or_default();
+        let record = Observed {
+            holder: spec.holder_identity.clone().filter(|h| !h.is_empty()),
+            renew_time: spec.renew_time.clone(),
+            transitions: spec.lease_transitions,
+        };
+        let seen_at = match &self.observed {
+            Some((r, at)) if *r == record => *at,
+            _ => {
+                let at = Instant::now();
+                self.observed = Some((record.clone(), at));
+                at
+            }
+        };
+        let theirs = Duration::from_secs(
+            u64::try_from(spec.lease_duration_seconds.unwrap_or(seconds)).unwrap_or(1),
+        );
+        let ours = record.holder.as_deref() == Some(me.as_str());
+        let expired = record.holder.is_none() || seen_at.elapsed() > theirs;
+        if !ours && !expired {
+            return Ok(false);
+        }
+        lease.spec = Some(LeaseSpec {
+            holder_identity: Some(me),
+            lease_duration_seconds: Some(seconds),
+            acquire_time: if ours { spec.acquire_time } else { Some(now()) },
+            renew_time: Some(now()),
+            lease_transitions: Some(spec.lease_transitions.unwrap_or(0) + if ours { 0 } else { 1 }),
+            ..spec
+        });
+        // resourceVersion is kept from the read: a concurrent writer makes this a 409.
+        match self
+            .api
+            .replace(&self.opts.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Gives the lease up (on shutdown) so another replica takes over at once.
+    pub async fn release(&self) {
+        let Ok(Some(mut lease)) = self.api.get_opt(&self.opts.name).await else {
+            return;
+        };
+        let Some(spec) = lease.spec.as_mut() else {
+            return;
+        };
+        if spec.holder_identity.as_deref() != Some(self.opts.identity.as_str()) {
+            return;
+        }
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        spec.renew_time = Some(now());
+        match self
+            .api
+            .replace(&self.opts.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => tracing::info!(lease = %self.opts.name, "leadership released"),
+            Err(e) => tracing::warn!(error = %e, "could not release the lease"),
+        }
+    }
+
+    /// Runs the election until `stop` fires, reporting leadership on `tx`; releases the
+    /// lease when it stops as the leader.
+    pub async fn run(mut self, tx: watch::Sender<bool>, mut stop: watch::Receiver<bool>) {
+        let mut last_renewed: Option<Instant> = None;
+        loop {
+            let leading = match self.try_acquire_or_renew().await {
+                Ok(true) => {
+                    last_renewed = Some(Instant::now());
+                    true
+                }
+                Ok(false) => {
+                    last_renewed = None;
+                    false
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "lease renewal failed");
+                    // Keep leading only while the lease cannot have passed to someone else.
+                    last_renewed.is_some_and(|t| t.elapsed() < self.opts.renew_deadline())
+                }
+            };
+            if *tx.borrow() != leading {
+                tracing::info!(identity = %self.opts.identity, leading, "leadership changed");
+                let _ = tx.send(leading);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.opts.retry_period()) => {}
+                _ = stop.changed() => break,
+            }
+        }
+        if *tx.borrow() {
+            let _ = tx.send(false);
+            self.release().await;
+        }
+    }
+}
