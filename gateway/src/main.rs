@@ -393,9 +393,12 @@ fn operator_options(a: OperatorArgs) -> turnpike_gateway::operator::OperatorOpti
     }
     turnpike_gateway::operator::OperatorOptions {
         kubeconfig: a.kubeconfig,
-        cds_address: a
-            .cds_address
-            .unwrap_or_else(|| format!("{service}.{ns}.svc:{}", a.cds_listen.port())),
+        cds_address: a.cds_address.unwrap_or_else(|| {
+            format!(
+                "{service}.{ns}.svc:{}",
+                turnpike_dataplane::cds::DEFAULT_PORT
+            )
+        }),
         namespace: ns,
         identity,
         cds_listen: a.cds_listen,

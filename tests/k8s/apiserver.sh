@@ -87,8 +87,10 @@ EOF
 
 client_cert() { # name CN O
   openssl req -newkey rsa:2048 -nodes -keyout "$run/pki/$1.key" -subj "/CN=$2${3:+/O=$3}" -out "$run/pki/$1.csr" 2>/dev/null
+  # X.509 v3 with extensions: rustls (kube-rs) refuses v1 certificates that Go accepts.
+  printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n' > "$run/pki/client.ext"
   openssl x509 -req -in "$run/pki/$1.csr" -CA "$run/pki/ca.crt" -CAkey "$run/pki/ca.key" -CAcreateserial \
-    -days 2 -out "$run/pki/$1.crt" 2>/dev/null
+    -days 2 -extfile "$run/pki/client.ext" -out "$run/pki/$1.crt" 2>/dev/null
 }
 
 print_env() {

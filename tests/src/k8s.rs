@@ -265,6 +265,17 @@ impl PodNetwork {
         }
         ip(&["-n", &name, "link", "set", &ns_if, "up"]);
         ip(&["-n", &name, "link", "set", "lo", "up"]);
+        // Like a pod, answer everything through the node: the relay sends from the
+        // node's own address, not from the veth's.
+        ip(&[
+            "-n",
+            &name,
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("{prefix}.1"),
+        ]);
         net
     }
 
