@@ -564,6 +564,9 @@ fn new_config_keeps_allocations_and_revokes_unrouted_peers() {
     let a = h.server.allocations().next().unwrap().1;
     assert_eq!(a.permissions.len(), 1);
     assert_eq!(a.permissions[0].ip.to_string(), "10.0.1.5");
+    // Asking again for a revoked peer on the same allocation is refused.
+    let r = h.request(&mut c, method::CREATE_PERMISSION, &peer("10.0.0.1:1"));
+    assert_eq!(r.code, Some(403), "{r:?}");
     let r = h.request(&mut c, method::REFRESH, &|_| {});
     assert_eq!(
         r.class,

@@ -27,11 +27,49 @@ pub fn turnpike_bin() -> PathBuf {
     }
     for profile in ["release", "debug"] {
         let p = repo_root().join("target").join(profile).join("turnpike");
-        if p.exists() {
+        if let Ok(built) = std::fs::metadata(&p).and_then(|m| m.modified()) {
+            // `cargo test` does not rebuild the binary; a stale one tests old code.
+            let newest = newest_source();
+            assert!(
+                newest.as_ref().is_none_or(|(t, _)| *t <= built),
+                "{} is older than {}: run `cargo build --release` (tests/run.sh does)",
+                p.display(),
+                newest
+                    .map(|(_, f)| f.display().to_string())
+                    .unwrap_or_default()
+            );
             return p;
         }
     }
     panic!("no turnpike binary: run `cargo build --release` or tests/run.sh first");
+}
+
+/// The most recently modified source file of the crates the binary is built from.
+fn newest_source() -> Option<(std::time::SystemTime, PathBuf)> {
+    fn walk(path: &Path, newest: &mut Option<(std::time::SystemTime, PathBuf)>) {
+        if let Ok(entries) = std::fs::read_dir(path) {
+            for e in entries.flatten() {
+                walk(&e.path(), newest);
+            }
+        } else if path.extension().is_some_and(|x| x == "rs" || x == "toml")
+            && let Ok(t) = std::fs::metadata(path).and_then(|m| m.modified())
+            && newest.as_ref().is_none_or(|(n, _)| t > *n)
+        {
+            *newest = Some((t, path.to_path_buf()));
+        }
+    }
+    static NEWEST: std::sync::OnceLock<Option<(std::time::SystemTime, PathBuf)>> =
+        std::sync::OnceLock::new();
+    NEWEST
+        .get_or_init(|| {
+            let mut newest = None;
+            for krate in ["dataplane", "auth-service", "gateway"] {
+                walk(&repo_root().join(krate).join("src"), &mut newest);
+                walk(&repo_root().join(krate).join("Cargo.toml"), &mut newest);
+            }
+            newest
+        })
+        .clone()
 }
 
 /// The Python with aioice/aiortc installed (tests/run.sh creates it).

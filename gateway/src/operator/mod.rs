@@ -208,8 +208,11 @@ pub async fn run(opts: OperatorOptions) -> Result<(), OperatorError> {
         tokio::select! {
             change = rx.recv() => {
                 let Some(change) = change else { break };
-                if state.inventory.apply(change) && due.is_none() {
-                    due = Some(Instant::now() + DEBOUNCE);
+                // A change is rendered after the debounce even while a failed write
+                // waits for its retry: CDS must not lag behind a backoff.
+                if state.inventory.apply(change) {
+                    let soon = Instant::now() + DEBOUNCE;
+                    due = Some(due.map_or(soon, |d| d.min(soon)));
                 }
             }
             Ok(()) = leader_rx.changed() => {

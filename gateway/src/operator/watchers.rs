@@ -6,6 +6,7 @@
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 use futures::StreamExt as _;
 use gateway_api::experimental::udproutes::UdpRoute;
@@ -16,7 +17,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::WatchStreamExt as _;
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::utils::ResetTimerBackoff;
+use kube::runtime::watcher::{self, Event, ExponentialBackoff};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
@@ -27,6 +29,20 @@ use super::metrics::OperatorMetrics;
 use crate::crd::{GatewayConfig, StaticService};
 use crate::render::{MANAGED_BY, MANAGED_BY_LABEL};
 use crate::source::Object;
+
+/// Retry delays of a broken watch: 250 ms doubling to 5 s, jittered, back to 250 ms after
+/// any event. client-go's 0.8–30 s (kube-rs's default) let an API server restart, with its
+/// connection refusals, warm-up 403s and `410 Gone` relists, stall changes for half a
+/// minute; ten watches at most every 5 s each are still gentle on a recovering server.
+fn watch_backoff() -> ResetTimerBackoff<ExponentialBackoff> {
+    let builder = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(Duration::from_secs(5))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times();
+    ResetTimerBackoff::new(ExponentialBackoff::from(builder), Duration::from_secs(60))
+}
 
 fn spawn<K>(
     api: Api<K>,
@@ -41,7 +57,9 @@ where
     K::DynamicType: Default,
 {
     tokio::spawn(async move {
-        let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+        let mut stream = watcher::watcher(api, config)
+            .backoff(watch_backoff())
+            .boxed();
         while let Some(event) = stream.next().await {
             // Managed fields are bookkeeping of the API server; nothing here reads them.
             let lean = |mut o: K| {

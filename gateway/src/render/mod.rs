@@ -231,6 +231,12 @@ pub fn render(objects: &ObjectSet, ctx: &RenderContext) -> Rendered {
         };
         let cfg = dataplane_config(g, params, &route_endpoints, ctx);
         match cfg.validate() {
+            // No valid listener is a broken Gateway like any other: it is held, so a
+            // running dataplane keeps its last good config and a new one gets no
+            // Service (one without ports is invalid anyway).
+            Ok(()) if g.listeners.is_empty() => {
+                out.held.insert(name);
+            }
             Ok(()) => {
                 out.managed.insert(
                     name.clone(),
