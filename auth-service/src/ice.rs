@@ -90,7 +90,8 @@ mod tests {
     use super::*;
 
     fn cfg() -> DataplaneConfig {
-        DataplaneConfig::parse(
+        // Not validated: the TLS pair is a placeholder.
+        serde_yaml::from_str(
             r#"
 version: v1alpha1
 name: ns/gw
@@ -119,9 +120,17 @@ listeners:
                 None,
             ]
         );
-        // Only listeners this dataplane version serves reach clients.
         let s = ice_server(&c, None, "alice", 600, 1_000).unwrap();
-        assert_eq!(s.urls, vec!["turn:203.0.113.1:3478?transport=udp"]);
+        assert_eq!(
+            s.urls,
+            vec![
+                "turn:203.0.113.1:3478?transport=udp",
+                "turns:turn.example.com:443?transport=tcp",
+                "turn:[2001:db8::1]:3478?transport=tcp"
+            ]
+        );
+        let s = ice_server(&c, Some("tls"), "alice", 600, 1_000).unwrap();
+        assert_eq!(s.urls, vec!["turns:turn.example.com:443?transport=tcp"]);
         assert_eq!(s.username, "1600:alice");
         assert_eq!(s.credential, rest_password("s3cret", "1600:alice"));
         assert!(ice_server(&c, Some("nope"), "a", 1, 0).is_none());

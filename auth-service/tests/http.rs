@@ -130,7 +130,8 @@ async fn valid_token_gets_an_rtc_configuration() {
         server["urls"],
         json!([
             "turn:203.0.113.5:3478?transport=udp",
-            "turn:203.0.113.5:3479?transport=udp"
+            "turn:203.0.113.5:3479?transport=udp",
+            "turn:203.0.113.5:3478?transport=tcp"
         ])
     );
     let username = server["username"].as_str().unwrap();

@@ -17,7 +17,8 @@ pub const VERSION: &str = "v1alpha1";
 /// Listener protocols this dataplane version serves. Others are accepted in configs (so
 /// nothing changes when support lands) but not bound, reported as not programmed, and left
 /// out of ICE configurations.
-pub const SERVED_PROTOCOLS: &[Protocol] = &[Protocol::TurnUdp];
+pub const SERVED_PROTOCOLS: &[Protocol] =
+    &[Protocol::TurnUdp, Protocol::TurnTcp, Protocol::TurnTls];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -91,6 +92,19 @@ pub struct LimitsConfig {
     /// Seconds.
     #[serde(default = "default_max_lifetime")]
     pub max_lifetime: u32,
+    /// TCP and TLS client connections per dataplane; more are closed at accept.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// New TCP/TLS connections per second from one source IP (bursts of twice that).
+    #[serde(default = "default_connection_rate")]
+    pub max_connection_rate_per_ip: u32,
+    /// Seconds a new TCP/TLS connection has to complete its TLS handshake and send its
+    /// first whole TURN message: what stops half-open and slow-loris connections.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout: u32,
+    /// Seconds a TCP/TLS connection without an allocation may stay silent.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: u32,
 }
 
 /// One browser tab easily holds 2 allocations per peer connection (UDP and TCP URIs), and
@@ -106,6 +120,21 @@ fn default_max_permissions() -> u32 {
 fn default_max_lifetime() -> u32 {
     3600
 }
+fn default_max_connections() -> u32 {
+    20_000
+}
+/// A corporate NAT puts many browsers behind one address, each opening a connection or two
+/// per call; 50 a second (bursts of 100) lets them start a meeting at once while a single
+/// host still cannot churn connections fast enough to matter.
+fn default_connection_rate() -> u32 {
+    50
+}
+fn default_handshake_timeout() -> u32 {
+    10
+}
+fn default_idle_timeout() -> u32 {
+    60
+}
 
 impl Default for LimitsConfig {
     fn default() -> Self {
@@ -113,6 +142,10 @@ impl Default for LimitsConfig {
             max_allocations_per_user: default_max_allocations_per_user(),
             max_permissions_per_allocation: default_max_permissions(),
             max_lifetime: default_max_lifetime(),
+            max_connections: default_max_connections(),
+            max_connection_rate_per_ip: default_connection_rate(),
+            handshake_timeout: default_handshake_timeout(),
+            idle_timeout: default_idle_timeout(),
         }
     }
 }
@@ -386,6 +419,25 @@ impl DataplaneConfig {
                 "must be at least 60 seconds".into(),
             );
         }
+        for (field, v) in [
+            ("limits.maxConnections", l.max_connections),
+            (
+                "limits.maxConnectionRatePerIp",
+                l.max_connection_rate_per_ip,
+            ),
+        ] {
+            if v == 0 {
+                err(field.into(), "must be at least 1".into());
+            }
+        }
+        for (field, v) in [
+            ("limits.handshakeTimeout", l.handshake_timeout),
+            ("limits.idleTimeout", l.idle_timeout),
+        ] {
+            if !(1..=3600).contains(&v) {
+                err(field.into(), "must be 1 to 3600 seconds".into());
+            }
+        }
         let mut route_names = HashSet::new();
         for (i, r) in self.routes.iter().enumerate() {
             if r.name.is_empty() {
@@ -431,6 +483,11 @@ impl DataplaneConfig {
                         format!("listeners[{i}].tls"),
                         "required for TURN-TLS".into(),
                     );
+                }
+                (Protocol::TurnTls, Some(tls)) => {
+                    if let Err(e) = crate::tls::server_config(tls) {
+                        err(format!("listeners[{i}].tls"), e.to_string());
+                    }
                 }
                 (Protocol::TurnUdp | Protocol::TurnTcp, Some(_)) => {
                     err(

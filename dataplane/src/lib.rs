@@ -5,6 +5,7 @@
 //! - [`io`]: UDP workers, relay sockets and batched socket calls.
 //! - [`admin`], [`metrics`]: `/livez`, `/readyz`, `/metrics`, `/status`.
 //! - [`runtime`]: wires config loading, workers, reload and drain together.
+//! - [`tls`]: TURN-TLS certificates.
 
 pub mod admin;
 pub mod cds;
@@ -16,3 +17,4 @@ pub mod io;
 pub mod metrics;
 pub mod proto;
 pub mod runtime;
+pub mod tls;

@@ -28,7 +28,108 @@ pub struct Metrics {
     pub allocations_deleted: AtomicU64,
     pub config_reloads: AtomicU64,
     pub config_reload_failures: AtomicU64,
+    pub streams: StreamMetrics,
     relay: Mutex<BTreeMap<(String, String), RelayCount>>,
+}
+
+/// Why a TCP/TLS client connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed it.
+    Client,
+    HandshakeTimeout,
+    IdleTimeout,
+    /// Bytes that cannot be STUN or ChannelData, or a frame over the size limit.
+    NotTurn,
+    TlsError,
+    IoError,
+    /// Its listener left the config.
+    ListenerRemoved,
+}
+
+impl CloseReason {
+    pub const ALL: [CloseReason; 7] = [
+        CloseReason::Client,
+        CloseReason::HandshakeTimeout,
+        CloseReason::IdleTimeout,
+        CloseReason::NotTurn,
+        CloseReason::TlsError,
+        CloseReason::IoError,
+        CloseReason::ListenerRemoved,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Client => "client",
+            CloseReason::HandshakeTimeout => "handshake_timeout",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::NotTurn => "not_turn",
+            CloseReason::TlsError => "tls_error",
+            CloseReason::IoError => "io_error",
+            CloseReason::ListenerRemoved => "listener_removed",
+        }
+    }
+}
+
+/// TCP/TLS connection counters, updated where connections open and close (never per
+/// packet, except the queue-full drop).
+#[derive(Default)]
+pub struct StreamMetrics {
+    pub active: AtomicU64,
+    pub accepted: AtomicU64,
+    pub refused_max_connections: AtomicU64,
+    pub refused_rate_limit: AtomicU64,
+    closed: [AtomicU64; CloseReason::ALL.len()],
+    /// Relayed packets dropped because a slow client's send queue was full.
+    pub dropped_queue_full: AtomicU64,
+}
+
+impl StreamMetrics {
+    pub fn closed(&self, reason: CloseReason) {
+        self.closed[reason as usize].fetch_add(1, Relaxed);
+        self.active.fetch_sub(1, Relaxed);
+    }
+
+    pub fn closed_count(&self, reason: CloseReason) -> u64 {
+        self.closed[reason as usize].load(Relaxed)
+    }
+
+    fn render(&self, o: &mut String) {
+        let _ = writeln!(
+            o,
+            "# HELP turnpike_connections_active TCP and TLS client connections open.\n\
+             # TYPE turnpike_connections_active gauge\nturnpike_connections_active {}",
+            self.active.load(Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP turnpike_connections_accepted_total TCP and TLS client connections accepted.\n\
+             # TYPE turnpike_connections_accepted_total counter\nturnpike_connections_accepted_total {}",
+            self.accepted.load(Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP turnpike_connections_refused_total Connections closed at accept, by limit.\n\
+             # TYPE turnpike_connections_refused_total counter\n\
+             turnpike_connections_refused_total{{reason=\"max_connections\"}} {}\n\
+             turnpike_connections_refused_total{{reason=\"rate_limit\"}} {}",
+            self.refused_max_connections.load(Relaxed),
+            self.refused_rate_limit.load(Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP turnpike_connections_closed_total Client connections closed, by reason.\n\
+             # TYPE turnpike_connections_closed_total counter"
+        );
+        for r in CloseReason::ALL {
+            let _ = writeln!(
+                o,
+                "turnpike_connections_closed_total{{reason=\"{}\"}} {}",
+                r.as_str(),
+                self.closed_count(r)
+            );
+        }
+    }
 }
 
 impl Metrics {
@@ -146,6 +247,7 @@ impl Metrics {
             ("no_allocation", &self.dropped_no_allocation),
             ("no_permission", &self.dropped_no_permission),
             ("send_failed", &self.send_failures),
+            ("client_queue_full", &self.streams.dropped_queue_full),
         ] {
             let _ = writeln!(
                 o,
@@ -153,6 +255,7 @@ impl Metrics {
                 v.load(Relaxed)
             );
         }
+        self.streams.render(&mut o);
         let _ = writeln!(
             o,
             "# HELP turnpike_allocations_active Allocations currently active.\n\
@@ -236,6 +339,19 @@ pub struct ListenerStatus {
     pub routes: Vec<String>,
     /// `serving`, or why not.
     pub state: String,
+    /// The certificate a TURN-TLS listener presents to new connections.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificateStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateStatus {
+    /// Hex serial number.
+    pub serial: String,
+    /// Unix seconds.
+    pub not_after: i64,
+    pub dns_names: Vec<String>,
 }
 
 impl Status {

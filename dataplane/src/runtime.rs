@@ -13,10 +13,13 @@ use tokio::sync::mpsc;
 
 use crate::admin::{self, AdminState};
 use crate::cds::client::{self, CdsClientOptions, CdsEvent};
-use crate::config::{ConfigError, DataplaneConfig, SERVED_PROTOCOLS, parse_endpoint};
-use crate::io::{self, ActiveConfig, Command, ListenerRuntime, WorkerHandle, WorkerShared};
-use crate::metrics::{ListenerStatus, Metrics, Status, StatusDetail};
+use crate::config::{ConfigError, DataplaneConfig, parse_endpoint};
+use crate::io::{
+    self, ActiveConfig, Command, ListenerRuntime, StreamLimits, WorkerHandle, WorkerShared,
+};
+use crate::metrics::{CertificateStatus, ListenerStatus, Metrics, Status, StatusDetail};
 use crate::proto::{NonceKey, UserQuota};
+use crate::tls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -71,8 +74,16 @@ pub fn activate(cfg: &DataplaneConfig) -> ActiveConfig {
                 protocol: l.protocol,
                 bind: l.socket_addr(),
                 relay: io::relay_addrs(l.address, &peers),
+                // Validated before; a pair that still fails leaves the listener unbound.
+                tls: l.tls.as_ref().and_then(|t| tls::server_config(t).ok()),
             })
             .collect(),
+        streams: StreamLimits {
+            max_connections: cfg.limits.max_connections,
+            rate_per_ip: cfg.limits.max_connection_rate_per_ip,
+            handshake_timeout: Duration::from_secs(cfg.limits.handshake_timeout.into()),
+            idle_timeout: Duration::from_secs(cfg.limits.idle_timeout.into()),
+        },
     }
 }
 
@@ -97,6 +108,7 @@ impl Dataplane {
             nonce: NonceKey::new(rand::random()),
             quota: Arc::new(UserQuota::default()),
             reservations: Arc::default(),
+            admission: Arc::new(io::Admission::new(rand::random())),
             metrics: metrics.clone(),
             status: status.clone(),
         };
@@ -191,14 +203,19 @@ fn publish_status(status: &Status, cfg: &DataplaneConfig, active: &ActiveConfig,
                         .map(|ip| ip.to_string())
                         .collect(),
                     routes: l.routes.clone(),
-                    state: if SERVED_PROTOCOLS.contains(&l.protocol) {
-                        "serving".into()
-                    } else {
-                        format!(
-                            "not served: {} arrives with TURN-TCP/TLS support",
-                            l.protocol
-                        )
+                    state: match (&l.tls, &rt.tls) {
+                        (Some(_), None) => "error: the TLS certificate cannot be used".into(),
+                        _ => "serving".into(),
                     },
+                    certificate: l
+                        .tls
+                        .as_ref()
+                        .and_then(|t| tls::certificate_info(t).ok())
+                        .map(|i| CertificateStatus {
+                            serial: i.serial,
+                            not_after: i.not_after_unix,
+                            dns_names: i.dns_names,
+                        }),
                 })
                 .collect(),
         };

@@ -133,6 +133,19 @@ pub struct LimitsSpec {
     /// Longest allocation lifetime (e.g. `1h`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_lifetime: Option<String>,
+    /// TCP and TLS client connections per dataplane pod (default 20000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// New TCP/TLS connections per second from one source IP (default 50, bursts of twice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connection_rate_per_ip: Option<u32>,
+    /// Time a TCP/TLS connection has for its TLS handshake and first TURN message
+    /// (default `10s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handshake_timeout: Option<String>,
+    /// Time a TCP/TLS connection without an allocation may stay silent (default `60s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

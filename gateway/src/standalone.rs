@@ -229,6 +229,7 @@ pub fn render_dir(dir: &std::path::Path) -> Result<Rendered, String> {
         dataplane_image: String::new(),
         cds_address: String::new(),
         previous_secrets: BTreeMap::new(),
+        serving_certificates: Default::default(),
     };
     Ok(render(&objects, &ctx))
 }
@@ -346,9 +347,12 @@ async fn reload(
         dataplane_image: String::new(),
         cds_address: String::new(),
         previous_secrets: BTreeMap::new(),
+        serving_certificates: Default::default(),
     };
     ctx.previous_secrets = rotation.observe(&objects, &ctx, now_unix);
+    ctx.serving_certificates = rotation.serving_certificates();
     let rendered = render(&objects, &ctx);
+    rotation.rendered(&rendered);
     log_statuses(&rendered);
     let updates = publisher.update(&rendered.snapshots(), &rendered.held);
     cds.publish(&updates);

@@ -20,6 +20,7 @@ pub fn context() -> RenderContext {
         dataplane_image: "turnpike:golden".into(),
         cds_address: "turnpike-cds.turnpike-system.svc:13478".into(),
         previous_secrets: BTreeMap::new(),
+        serving_certificates: Default::default(),
     }
 }
 

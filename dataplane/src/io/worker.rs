@@ -1,6 +1,9 @@
-//! One UDP worker: a thread with its own poll loop, its own `SO_REUSEPORT` listener sockets,
-//! its own allocations and their relay sockets. Nothing on the relay path takes a lock or
-//! allocates: datagrams land in preallocated batch buffers and go out from them.
+//! One worker: a thread with its own poll loop, its own `SO_REUSEPORT` listener sockets
+//! (UDP, and TCP for TURN-TCP/TLS), its own client connections, allocations and relay
+//! sockets. Nothing on the UDP relay path takes a lock or allocates: datagrams land in
+//! preallocated batch buffers and go out from them.
+
+mod streams;
 
 use std::io;
 use std::net::SocketAddr;
@@ -13,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
 
-use crate::config::{Protocol, SERVED_PROTOCOLS};
+use crate::config::Protocol;
 use crate::metrics::{Metrics, Status};
 use crate::proto::{
     ClientAction, ClientKey, NonceKey, Now, PEER_HEADROOM, PEER_TAILROOM, Server, ServerConfig,
@@ -25,17 +28,33 @@ use super::relay::{RELAY_BASE, RelayAddrs, RelayOpener, Reservations};
 
 const WAKER: Token = Token(0);
 const LISTENER_BASE: usize = 1;
+/// Poll tokens: UDP listeners from 1, TCP listeners from here, then client connections,
+/// then relay sockets ([`RELAY_BASE`]).
+const STREAM_LISTENER_BASE: usize = 1 << 16;
+const CONN_BASE: usize = 1 << 18;
 const TICK: Duration = Duration::from_secs(1);
 /// Socket buffer asked for on listeners; bursts of many clients need more than the default.
 const LISTENER_BUFFER: usize = 4 << 20;
 
 /// A listener as the workers need it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ListenerRuntime {
     pub name: String,
     pub protocol: Protocol,
     pub bind: SocketAddr,
     pub relay: RelayAddrs,
+    /// TURN-TLS: what new connections handshake with. Connections keep the config they
+    /// started with, so a new certificate never disturbs them.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// Limits on TCP/TLS client connections.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamLimits {
+    pub max_connections: u32,
+    pub rate_per_ip: u32,
+    pub handshake_timeout: Duration,
+    pub idle_timeout: Duration,
 }
 
 /// Everything a worker needs of one config.
@@ -43,6 +62,7 @@ pub struct ListenerRuntime {
 pub struct ActiveConfig {
     pub server: Arc<ServerConfig>,
     pub listeners: Vec<ListenerRuntime>,
+    pub streams: StreamLimits,
 }
 
 pub enum Command {
@@ -57,6 +77,7 @@ pub struct WorkerShared {
     pub nonce: NonceKey,
     pub quota: Arc<UserQuota>,
     pub reservations: Arc<Reservations>,
+    pub admission: Arc<super::Admission>,
     pub metrics: Arc<Metrics>,
     pub status: Arc<Status>,
 }
@@ -106,6 +127,7 @@ pub fn spawn(
         config: config.clone(),
         rx: RecvBatch::new(),
         tx: SendBatch::new(),
+        streams: streams::Streams::default(),
         shared,
         stopping: false,
     };
@@ -131,6 +153,7 @@ struct Worker {
     config: Arc<ActiveConfig>,
     rx: RecvBatch,
     tx: SendBatch,
+    streams: streams::Streams,
     shared: WorkerShared,
     stopping: bool,
 }
@@ -174,16 +197,7 @@ impl Worker {
         let registry = self.poll.registry();
         let mut sockets = Vec::with_capacity(config.listeners.len());
         for (i, l) in config.listeners.iter().enumerate() {
-            if !SERVED_PROTOCOLS.contains(&l.protocol) {
-                if self.index == 0 {
-                    self.shared.status.set_listener_state(
-                        &l.name,
-                        format!(
-                            "not served: {} arrives with TURN-TCP/TLS support",
-                            l.protocol
-                        ),
-                    );
-                }
+            if l.protocol != Protocol::TurnUdp {
                 sockets.push(None);
                 continue;
             }
@@ -223,6 +237,7 @@ impl Worker {
         }
         self.listeners = sockets;
         self.relays.addrs = config.listeners.iter().map(|l| l.relay).collect();
+        self.bind_stream_listeners(config);
     }
 
     fn run(mut self) {
@@ -241,12 +256,17 @@ impl Worker {
                 match ev.token() {
                     WAKER => self.handle_commands(),
                     Token(t) if t >= RELAY_BASE => self.drain_relay(t - RELAY_BASE, now),
+                    Token(t) if t >= CONN_BASE => self.connection_ready(t - CONN_BASE, now),
+                    Token(t) if t >= STREAM_LISTENER_BASE => {
+                        self.accept(t - STREAM_LISTENER_BASE, now);
+                    }
                     Token(t) => self.drain_listener((t - LISTENER_BASE) as u16, now),
                 }
             }
             self.flush();
             if now.instant >= next_tick {
                 self.server.tick(now, &mut self.relays);
+                self.expire_connections(now);
                 self.publish();
                 next_tick = now.instant + TICK;
             }
@@ -263,6 +283,7 @@ impl Worker {
                     self.bind_listeners(&cfg, old);
                     self.server
                         .apply_config(cfg.server.clone(), &mut self.relays);
+                    self.remap_connections(&cfg);
                     self.config = cfg;
                 }
                 Command::Drain => self.server.begin_drain(),
@@ -288,9 +309,9 @@ impl Worker {
     }
 
     fn flush(&mut self) {
-        if self.tx.is_empty() {
-            return;
-        }
+        self.flush_connections();
+        // Always flush: buffers that received datagrams relayed to TCP/TLS clients are in
+        // use without a queued send, and only a flush hands them back.
         let listeners = &self.listeners;
         let flushed = self.tx.flush(|i| {
             listeners
@@ -376,7 +397,11 @@ impl Worker {
                 self.flush();
             }
             let Worker {
-                tx, server, shared, ..
+                tx,
+                server,
+                shared,
+                streams,
+                ..
             } = self;
             let Some(fd) = server.relay(alloc).map(|s| s.as_raw_fd()) else {
                 return;
@@ -403,10 +428,19 @@ impl Worker {
                     shared.metrics.oversized.fetch_add(1, Relaxed);
                     continue;
                 }
-                if let Some(ToClient { client, range }) =
-                    server.handle_peer(now, alloc, peer, &mut buf[..], len)
-                {
-                    tx.push_received(k, client.listener, range, client.addr);
+                match server.handle_peer(now, alloc, peer, &mut buf[..], len) {
+                    Some(ToClient {
+                        client:
+                            ClientKey {
+                                transport: Transport::Stream(id),
+                                ..
+                            },
+                        range,
+                    }) => streams.deliver(id, &buf[range], &shared.metrics),
+                    Some(ToClient { client, range }) => {
+                        tx.push_received(k, client.listener, range, client.addr);
+                    }
+                    None => {}
                 }
             }
             tx.commit_received(n);

@@ -30,6 +30,8 @@ pub enum ParseError {
     BadAttributeLength,
     #[error("ChannelData with a channel number outside 0x4000-0x7FFE")]
     BadChannelNumber,
+    #[error("stream frame larger than the limit")]
+    FrameTooLarge,
 }
 
 /// Why a relay socket could not be opened for an allocation.

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod channel;
 pub mod config;
 pub mod error;
+pub mod framing;
 pub mod integrity;
 pub mod message;
 pub mod nonce;

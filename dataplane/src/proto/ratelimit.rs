@@ -1,16 +1,17 @@
-//! Per-source-IP token buckets for unauthenticated answers (401, 438). A 401 is larger than
-//! the request that provokes it, so without a limit a spoofed flood turns the server into a
-//! reflection amplifier. The table has a fixed size: no allocation and no per-client state
+//! Per-source-IP token buckets. They limit unauthenticated answers (401, 438): a 401 is
+//! larger than the request that provokes it, so without a limit a spoofed flood turns the
+//! server into a reflection amplifier. They also limit how fast one address may open
+//! TCP/TLS connections. The table has a fixed size: no allocation and no per-client state
 //! (two sources sharing a bucket only makes their limit stricter).
 
 use std::net::IpAddr;
 use std::time::Instant;
 
 const BUCKETS: usize = 4096;
-/// Sustained answers per second per source IP. Generous so that a large NAT full of
-/// clients starting calls at once is not throttled; a flood still cannot use it.
-const RATE_PER_SEC: u32 = 100;
-const BURST: u32 = 200;
+/// Sustained unauthenticated answers per second per source IP. Generous so that a large
+/// NAT full of clients starting calls at once is not throttled; a flood still cannot use it.
+pub const CHALLENGE_RATE: u32 = 100;
+pub const CHALLENGE_BURST: u32 = 200;
 
 #[derive(Clone, Copy, Default)]
 struct Bucket {
@@ -21,18 +22,24 @@ struct Bucket {
     used: bool,
 }
 
-pub struct ChallengeLimiter {
+pub struct SourceLimiter {
     buckets: Box<[Bucket]>,
     start: Option<Instant>,
     key: u64,
+    rate: u32,
+    burst: u32,
 }
 
-impl ChallengeLimiter {
-    pub fn new(key: u64) -> Self {
-        ChallengeLimiter {
+impl SourceLimiter {
+    /// `rate` tokens per second and at most `burst` at once, per source; `key` salts the
+    /// hash so sources cannot aim at one another's bucket.
+    pub fn new(key: u64, rate: u32, burst: u32) -> Self {
+        SourceLimiter {
             buckets: vec![Bucket::default(); BUCKETS].into_boxed_slice(),
             start: None,
             key: key | 1,
+            rate,
+            burst: burst.max(1),
         }
     }
 
@@ -52,15 +59,19 @@ impl ChallengeLimiter {
         let now_ms = now.saturating_duration_since(start).as_millis() as u32;
         let i = self.index(ip);
         let b = &mut self.buckets[i];
+        let full = self.burst.saturating_mul(1000);
         if !b.used {
             *b = Bucket {
                 last_ms: now_ms,
-                milli_tokens: BURST * 1000,
+                milli_tokens: full,
                 used: true,
             };
         }
-        let elapsed = now_ms.wrapping_sub(b.last_ms).min(BURST * 1000);
-        b.milli_tokens = (b.milli_tokens + elapsed * RATE_PER_SEC).min(BURST * 1000);
+        let elapsed = now_ms.wrapping_sub(b.last_ms).min(full);
+        b.milli_tokens = b
+            .milli_tokens
+            .saturating_add(elapsed.saturating_mul(self.rate))
+            .min(full);
         b.last_ms = now_ms;
         if b.milli_tokens >= 1000 {
             b.milli_tokens -= 1000;
@@ -78,11 +89,14 @@ mod tests {
 
     #[test]
     fn burst_then_rate() {
-        let mut l = ChallengeLimiter::new(42);
+        let mut l = SourceLimiter::new(42, CHALLENGE_RATE, CHALLENGE_BURST);
         let t = Instant::now();
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "198.51.100.7".parse().unwrap();
-        assert_eq!((0..300).filter(|_| l.allow(a, t)).count(), BURST as usize);
+        assert_eq!(
+            (0..300).filter(|_| l.allow(a, t)).count(),
+            CHALLENGE_BURST as usize
+        );
         assert!(l.allow(b, t), "other sources keep their own budget");
         let later = t + Duration::from_millis(100);
         assert_eq!((0..300).filter(|_| l.allow(a, later)).count(), 10);

@@ -19,7 +19,7 @@ use super::error::RelayError;
 use super::integrity::{self, IntegrityKind, Key, PasswordAlgorithm};
 use super::message::{self, Class, Message, MessageBuilder, method};
 use super::nonce::{NonceCheck, NonceKey};
-use super::ratelimit::ChallengeLimiter;
+use super::ratelimit::{CHALLENGE_BURST, CHALLENGE_RATE, SourceLimiter};
 use super::stats::Stats;
 use super::transactions::TransactionCache;
 
@@ -110,7 +110,7 @@ pub struct Server<P: RelayPorts> {
     stats: Stats,
     draining: bool,
     indication_seq: u64,
-    challenges: ChallengeLimiter,
+    challenges: SourceLimiter,
 }
 
 fn lifetime_secs(requested: Option<u32>, max: u32) -> u32 {
@@ -124,7 +124,7 @@ fn lifetime_secs(requested: Option<u32>, max: u32) -> u32 {
 impl<P: RelayPorts> Server<P> {
     pub fn new(config: Arc<ServerConfig>, nonce: NonceKey, quota: Arc<UserQuota>) -> Self {
         let stats = Stats::new(config.counters.len());
-        let challenges = ChallengeLimiter::new(nonce.limiter_key());
+        let challenges = SourceLimiter::new(nonce.limiter_key(), CHALLENGE_RATE, CHALLENGE_BURST);
         Server {
             config,
             nonce,
@@ -926,6 +926,10 @@ impl<P: RelayPorts> Server<P> {
             ports.close(id, a.relay);
             self.stats.allocations_deleted += 1;
         }
+    }
+
+    pub fn has_allocation(&self, client: &ClientKey) -> bool {
+        self.by_client.contains_key(client)
     }
 
     /// Removes the allocation of a client whose stream connection closed.

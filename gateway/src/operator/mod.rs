@@ -279,11 +279,14 @@ impl Reconciler<'_> {
             dataplane_image: self.opts.dataplane_image.clone(),
             cds_address: self.opts.cds_address.clone(),
             previous_secrets: BTreeMap::new(),
+            serving_certificates: Default::default(),
         };
         let objects = &self.inventory.objects;
         rctx.previous_secrets = self.rotation.observe(objects, &rctx, now_unix());
+        rctx.serving_certificates = self.rotation.serving_certificates();
         let started = std::time::Instant::now();
         let rendered = render(objects, &rctx);
+        self.rotation.rendered(&rendered);
         metrics.renders.fetch_add(1, Relaxed);
         metrics
             .render_micros

@@ -280,6 +280,7 @@ mod tests {
             dataplane_image: "img".into(),
             cds_address: "cds:13478".into(),
             previous_secrets: Default::default(),
+            serving_certificates: Default::default(),
         }
     }
 

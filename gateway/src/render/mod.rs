@@ -49,7 +49,13 @@ pub struct RenderContext {
     pub cds_address: String,
     /// Secrets rotated out of each GatewayConfig that issued credentials may still use.
     pub previous_secrets: BTreeMap<Key, Vec<String>>,
+    /// The certificate each TURN-TLS listener (`ns/gateway`, listener) served after the
+    /// last render: a Secret that turns invalid keeps the listener on it instead of
+    /// taking TLS down. See [`Rendered::serving_certificates`].
+    pub serving_certificates: ServingCertificates,
 }
+
+pub type ServingCertificates = BTreeMap<(String, String), TlsConfig>;
 
 /// What one GatewayClass / Gateway / UDPRoute / GatewayConfig should show.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -75,6 +81,24 @@ pub struct Rendered {
 }
 
 impl Rendered {
+    /// What TURN-TLS listeners serve after this render, for the next render's
+    /// [`RenderContext::serving_certificates`]: held Gateways keep what they had.
+    pub fn serving_certificates(&self, before: &ServingCertificates) -> ServingCertificates {
+        let mut out: ServingCertificates = before
+            .iter()
+            .filter(|((gw, _), _)| self.held.contains(gw))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (gw, cfg) in &self.configs {
+            for l in &cfg.listeners {
+                if let Some(t) = &l.tls {
+                    out.insert((gw.clone(), l.name.clone()), t.clone());
+                }
+            }
+        }
+        out
+    }
+
     /// Config and auth settings of every rendered Gateway, as published over CDS.
     pub fn snapshots(&self) -> BTreeMap<String, GatewaySnapshot> {
         self.configs
@@ -98,6 +122,8 @@ struct ValidListener {
     protocol: Protocol,
     port: u16,
     tls: Option<TlsConfig>,
+    /// The listener's `hostname`: what a `turns:` URI must name.
+    hostname: Option<String>,
     allowed_from: GatewayListenersAllowedRoutesNamespacesFrom,
     allows_udproute: bool,
 }
@@ -192,7 +218,7 @@ pub fn render(objects: &ObjectSet, ctx: &RenderContext) -> Rendered {
             Ok(p) => (Some(p.clone()), None),
             Err(e) => (None, Some(e.clone())),
         };
-        let (listeners, listener_status) = check_listeners(objects, k, gw, &stamp);
+        let (listeners, listener_status) = check_listeners(objects, k, gw, &stamp, ctx);
         gateways.insert(
             k.clone(),
             GatewayState {
@@ -283,6 +309,7 @@ fn check_listeners(
     gw_key: &Key,
     gw: &Gateway,
     stamp: &Stamp,
+    ctx: &RenderContext,
 ) -> (Vec<ValidListener>, Vec<GatewayStatusListeners>) {
     let mut valid = Vec::new();
     let mut statuses = Vec::new();
@@ -305,6 +332,7 @@ fn check_listeners(
             "no conflicts",
         );
         let mut tls = None;
+        let mut kept_certificate = false;
         let accepted = match (protocol, port) {
             (None, _) => Err((
                 reason::UNSUPPORTED_PROTOCOL,
@@ -346,10 +374,24 @@ fn check_listeners(
                     ))
                 } else {
                     if p == Protocol::TurnTls {
-                        match listener_tls(objects, gw_key, l) {
-                            Ok(t) => tls = Some(t),
-                            Err((r, m)) => {
-                                resolved = stamp.cond(reason::RESOLVED_REFS, false, r, m.clone());
+                        let serving = ctx
+                            .serving_certificates
+                            .get(&(key_string(gw_key), l.name.clone()));
+                        match (listener_tls(objects, gw_key, l), serving) {
+                            (Ok(t), _) => tls = Some(t),
+                            // A revoked ReferenceGrant is a decision, not an accident.
+                            (Err((r, m)), Some(old)) if r != reason::REF_NOT_PERMITTED => {
+                                tls = Some(old.clone());
+                                kept_certificate = true;
+                                resolved = stamp.cond(
+                                    reason::RESOLVED_REFS,
+                                    false,
+                                    r,
+                                    format!("{m}; still serving the previous certificate"),
+                                );
+                            }
+                            (Err((r, m)), _) => {
+                                resolved = stamp.cond(reason::RESOLVED_REFS, false, r, m);
                             }
                         }
                     }
@@ -358,7 +400,7 @@ fn check_listeners(
                 }
             }
         };
-        let refs_ok = resolved.status == "True";
+        let refs_ok = resolved.status == "True" || kept_certificate;
         match &accepted {
             Ok(_) => conds.push(stamp.cond(
                 reason::ACCEPTED,
@@ -415,6 +457,7 @@ fn check_listeners(
                 protocol: p,
                 port,
                 tls,
+                hostname: l.hostname.clone().filter(|h| !h.starts_with('*')),
                 allowed_from: l
                     .allowed_routes
                     .as_ref()
@@ -462,15 +505,18 @@ fn listener_tls(
         objects.secret_value(ns, &r.name, "tls.crt"),
         objects.secret_value(ns, &r.name, "tls.key"),
     ) {
-        (Some(cert_pem), Some(key_pem))
-            if cert_pem.contains("BEGIN") && key_pem.contains("BEGIN") =>
-        {
-            Ok(TlsConfig { cert_pem, key_pem })
+        (Some(cert_pem), Some(key_pem)) => {
+            let t = TlsConfig { cert_pem, key_pem };
+            // The dataplane would refuse the whole config over a bad pair; catch it here
+            // so only this listener is affected and its status says why.
+            match turnpike_dataplane::tls::server_config(&t) {
+                Ok(_) => Ok(t),
+                Err(e) => Err((
+                    reason::INVALID_CERTIFICATE_REF,
+                    format!("Secret {ns}/{}: {e}", r.name),
+                )),
+            }
         }
-        (Some(_), Some(_)) => Err((
-            reason::INVALID_CERTIFICATE_REF,
-            format!("Secret {ns}/{} does not hold PEM data", r.name),
-        )),
         _ => Err((
             reason::INVALID_CERTIFICATE_REF,
             format!("Secret {ns}/{} with tls.crt and tls.key not found", r.name),
@@ -757,13 +803,22 @@ fn dataplane_config(
                 .cloned()
                 .collect();
             used_routes.extend(routes.iter().cloned());
+            // Browsers check a TURNS certificate against the URI host, so a TLS listener
+            // is reached by its hostname, else the certificate's name, else the address.
+            let tls_host = l.tls.as_ref().and_then(|t| {
+                l.hostname.clone().or_else(|| {
+                    let info = turnpike_dataplane::tls::certificate_info(t).ok()?;
+                    turnpike_dataplane::tls::uri_host(&info).map(str::to_string)
+                })
+            });
+            let public = tls_host.or_else(|| g.address.clone());
             ListenerConfig {
                 name: l.name.clone(),
                 protocol: l.protocol,
                 address: bind,
                 port: l.port,
-                public_address: g.address.clone(),
-                public_port: g.address.as_ref().map(|_| l.port),
+                public_port: public.as_ref().map(|_| l.port),
+                public_address: public,
                 tls: l.tls.clone(),
                 routes,
             }

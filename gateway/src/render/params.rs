@@ -39,6 +39,11 @@ pub fn check_config(objects: &ObjectSet, key: &Key, gc: &GatewayConfig) -> Resul
     resolve_config(objects, key, gc, &[]).map(|_| ())
 }
 
+fn seconds_u32(field: &str, value: &Option<String>, default: u32) -> Result<u32, String> {
+    u32::try_from(duration_or(field, value, u64::from(default))?)
+        .map_err(|_| format!("{field}: too long"))
+}
+
 fn resolve_config(
     objects: &ObjectSet,
     key: &Key,
@@ -68,7 +73,32 @@ fn resolve_config(
             u64::from(defaults.max_lifetime),
         )?)
         .map_err(|_| "spec.limits.maxLifetime: too long".to_string())?,
+        max_connections: l.max_connections.unwrap_or(defaults.max_connections),
+        max_connection_rate_per_ip: l
+            .max_connection_rate_per_ip
+            .unwrap_or(defaults.max_connection_rate_per_ip),
+        handshake_timeout: seconds_u32(
+            "spec.limits.handshakeTimeout",
+            &l.handshake_timeout,
+            defaults.handshake_timeout,
+        )?,
+        idle_timeout: seconds_u32(
+            "spec.limits.idleTimeout",
+            &l.idle_timeout,
+            defaults.idle_timeout,
+        )?,
     };
+    if limits.max_connections == 0 || limits.max_connection_rate_per_ip == 0 {
+        return Err("spec.limits: limits must be at least 1".into());
+    }
+    for (field, v) in [
+        ("spec.limits.handshakeTimeout", limits.handshake_timeout),
+        ("spec.limits.idleTimeout", limits.idle_timeout),
+    ] {
+        if !(1..=3600).contains(&v) {
+            return Err(format!("{field}: must be 1s to 1h"));
+        }
+    }
     if limits.max_allocations_per_user == 0 || limits.max_permissions_per_allocation == 0 {
         return Err("spec.limits: limits must be at least 1".into());
     }

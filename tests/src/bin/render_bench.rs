@@ -44,6 +44,7 @@ fn main() {
         dataplane_image: "turnpike".into(),
         cds_address: "cds:13478".into(),
         previous_secrets: Default::default(),
+        serving_certificates: Default::default(),
     };
     let mut best = f64::MAX;
     let mut configs = 0;
