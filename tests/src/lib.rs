@@ -425,3 +425,89 @@ pub fn base64_decode(text: &str) -> Vec<u8> {
         .decode(text)
         .unwrap()
 }
+
+/// A certificate authority for TURN-TLS tests and the server certificates it signs.
+pub struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pub cert_pem: String,
+}
+
+/// A server certificate: PEM pair and the serial `openssl x509 -serial` prints.
+pub struct ServerCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub serial: String,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Turnpike test CA");
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        TestCa {
+            cert_pem: cert.pem(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// A certificate for `names` (DNS names or IP addresses) with a fresh random serial.
+    pub fn server_cert(&self, names: &[&str]) -> ServerCert {
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let serial: [u8; 8] = std::array::from_fn(|_| rand_byte());
+        let serial = [&[0x01u8][..], &serial].concat();
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        ServerCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            serial: serial.iter().map(|b| format!("{b:02X}")).collect(),
+        }
+    }
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn rand_byte() -> u8 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish() as u8
+}
+
+/// The serial (hex, upper case) of the certificate a TLS server on 127.0.0.1:`port`
+/// presents to a new connection, read with `openssl s_client`.
+pub fn served_serial(port: u16) -> Option<String> {
+    require_tool("openssl");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "timeout 10 openssl s_client -connect 127.0.0.1:{port} </dev/null 2>/dev/null | openssl x509 -noout -serial"
+        ))
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .strip_prefix("serial=")
+        .map(str::to_uppercase)
+}

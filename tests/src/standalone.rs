@@ -13,6 +13,16 @@ pub const SECRET: &str = "standalone-secret";
 pub const JWT_KEY: &str = "standalone-jwt-key";
 
 pub fn write_base(dir: &Path, turn_port: u16) {
+    write_base_with(
+        dir,
+        &format!("    - {{name: udp, protocol: TURN-UDP, port: {turn_port}}}\n"),
+        "",
+    );
+}
+
+/// The base objects with the Gateway's `listeners` (YAML list items, indented 4) and
+/// GatewayConfig `limits` entries (e.g. `handshakeTimeout: 2s, `, may be empty).
+pub fn write_base_with(dir: &Path, listeners: &str, limits: &str) {
     std::fs::write(
         dir.join("00-class.yaml"),
         format!(
@@ -28,7 +38,7 @@ kind: GatewayConfig
 metadata: {{name: cfg, namespace: default}}
 spec:
   auth: {{type: ephemeral, secretRef: {{name: auth}}}}
-  limits: {{maxAllocationsPerUser: 1000}}
+  limits: {{{limits}maxAllocationsPerUser: 1000}}
   authService:
     jwt: {{issuer: e2e, audience: turnpike, hmacSecretRef: {{name: auth, key: jwt}}}}
 ---
@@ -44,11 +54,30 @@ spec:
   gatewayClassName: turnpike
   addresses: [{{type: IPAddress, value: 127.0.0.1}}]
   listeners:
-    - {{name: udp, protocol: TURN-UDP, port: {turn_port}}}
-"#
+{listeners}"#
         ),
     )
     .unwrap();
+}
+
+/// A `kubernetes.io/tls` Secret file, renamed into place so the watcher never sees half.
+pub fn write_tls_secret(dir: &Path, name: &str, cert_pem: &str, key_pem: &str) {
+    let indent = |pem: &str| {
+        pem.lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    };
+    let tmp = dir.join(format!(".{name}.yaml.tmp"));
+    std::fs::write(
+        &tmp,
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: default}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+            indent(cert_pem),
+            indent(key_pem)
+        ),
+    )
+    .unwrap();
+    std::fs::rename(&tmp, dir.join(format!("40-{name}.yaml"))).unwrap();
 }
 
 /// The "echo" route: a Service whose EndpointSlice points at 127.0.0.1:`peer` (and
