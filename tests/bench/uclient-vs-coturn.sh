@@ -5,12 +5,16 @@
 #
 #   tests/bench/uclient-vs-coturn.sh [--clients 100] [--messages 2000] [--size 160]
 #                                    [--pace-ms 1] [--rounds 3] [--workers N]
+#                                    [--transport udp|tcp|tls]
+#
+# --transport picks how clients reach the server (TURN over UDP, TCP, or TLS with a
+# self-signed certificate both servers load); relays to the peer are UDP in every case.
 #
 # Servers run one at a time with the load, alternating over rounds, so they never compete
 # for the two cores with each other; loader and echo peer share the machine with both.
 set -euo pipefail
 
-clients=100 messages=2000 size=160 pace=1 rounds=3 workers=$(nproc)
+clients=100 messages=2000 size=160 pace=1 rounds=3 workers=$(nproc) transport=udp
 while [ $# -gt 0 ]; do
   case "$1" in
     --clients) clients=$2; shift 2 ;;
@@ -19,6 +23,7 @@ while [ $# -gt 0 ]; do
     --pace-ms) pace=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --workers) workers=$2; shift 2 ;;
+    --transport) transport=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -43,14 +48,36 @@ admin=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); p
 
 turnutils_peer -L 127.0.0.1 -p "$peer" >/dev/null 2>&1 & pids+=($!)
 
+case "$transport" in
+  udp) protocol=TURN-UDP; uflags=(); ct_flags=(--no-tls --no-dtls) ;;
+  tcp) protocol=TURN-TCP; uflags=(-t); ct_flags=(--no-tls --no-dtls --no-udp) ;;
+  tls) protocol=TURN-TLS; uflags=(-t -S)
+       openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+         -subj /CN=127.0.0.1 -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+       ct_flags=(--no-dtls --no-udp --no-tcp --cert="$work/cert.pem" --pkey="$work/key.pem") ;;
+  *) echo "--transport is udp, tcp or tls" >&2; exit 2 ;;
+esac
+tls_yaml=""
+if [ "$transport" = tls ]; then
+  tls_yaml="    tls:
+      certPem: |
+$(sed 's/^/        /' "$work/cert.pem")
+      keyPem: |
+$(sed 's/^/        /' "$work/key.pem")"
+fi
 cat > "$work/turnpike.yaml" <<EOF
 version: v1alpha1
 name: bench/turnpike
 realm: bench
 auth: {type: ephemeral, secret: $secret}
-limits: {maxAllocationsPerUser: 100000}
+limits: {maxAllocationsPerUser: 100000, maxConnectionRatePerIp: 100000}
 listeners:
-  - {name: udp, protocol: TURN-UDP, address: 127.0.0.1, port: $tp_port, routes: [bench/echo]}
+  - name: bench
+    protocol: $protocol
+    address: 127.0.0.1
+    port: $tp_port
+    routes: [bench/echo]
+$tls_yaml
 routes:
   - {name: bench/echo, endpoints: ["127.0.0.1:$peer-$((peer + 1))"]}
 EOF
@@ -60,8 +87,9 @@ tp_pid=$!
 
 : > "$work/empty.conf"
 turnserver -c "$work/empty.conf" -n --listening-ip=127.0.0.1 --relay-ip=127.0.0.1 \
-  --listening-port="$ct_port" --realm=bench --use-auth-secret --static-auth-secret="$secret" \
-  --allow-loopback-peers --no-cli --no-tls --no-dtls --no-tcp-relay \
+  --listening-port="$ct_port" --tls-listening-port="$ct_port" --realm=bench \
+  --use-auth-secret --static-auth-secret="$secret" \
+  --allow-loopback-peers --no-cli --no-tcp-relay "${ct_flags[@]}" \
   --relay-threads="$workers" --log-file=stdout >"$work/coturn.log" 2>&1 & pids+=($!)
 ct_pid=$!
 sleep 1.5
@@ -76,7 +104,7 @@ for name in turnpike coturn; do pk[$name]=0; cpu[$name]=0; lost[$name]=0; rtt[$n
 run_one() { # name pid port
   local name=$1 pid=$2 port=$3 before after out l r
   before=$(cpu_ticks "$pid")
-  out=$(timeout 600 turnutils_uclient -p "$port" -e 127.0.0.1 -r "$peer" -m "$clients" \
+  out=$(timeout 600 turnutils_uclient "${uflags[@]}" -p "$port" -e 127.0.0.1 -r "$peer" -m "$clients" \
         -n "$messages" -l "$size" -z "$pace" -c -X -W "$secret" 127.0.0.1 2>&1 || true)
   after=$(cpu_ticks "$pid")
   l=$(sed -n 's/.*Total lost packets \([0-9]*\).*/\1/p' <<<"$out" | tail -1)
@@ -91,7 +119,7 @@ run_one() { # name pid port
     "$(python3 -c "print(($after - $before) / $hz)")"
 }
 
-echo "load: $clients clients x $messages messages x $size bytes, pace ${pace} ms, $rounds round(s), $workers workers"
+echo "load: TURN over $transport, $clients clients x $messages messages x $size bytes, pace ${pace} ms, $rounds round(s), $workers workers"
 for round in $(seq 1 "$rounds"); do
   if [ $((round % 2)) -eq 1 ]; then
     run_one turnpike "$tp_pid" "$tp_port"; run_one coturn "$ct_pid" "$ct_port"
