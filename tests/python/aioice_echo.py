@@ -6,6 +6,7 @@ Allocate fails with that STUN error code (e.g. 401 for an expired credential).
 import argparse
 import asyncio
 import json
+import ssl
 import sys
 
 import aioice.stun
@@ -32,6 +33,7 @@ async def main():
     ap.add_argument("--password", required=True)
     ap.add_argument("--peer", help="echo peer host:port")
     ap.add_argument("--transport", default="udp")
+    ap.add_argument("--ca", help="TURN over TLS, trusting this CA certificate file")
     ap.add_argument("--count", type=int, default=20)
     ap.add_argument("--expect-error", type=int)
     args = ap.parse_args()
@@ -43,7 +45,11 @@ async def main():
             username=args.username,
             password=args.password,
             transport=args.transport,
+            ssl=ssl.create_default_context(cafile=args.ca) if args.ca else None,
         )
+    except ssl.SSLError as e:
+        print(f"TLS failed: {e}", file=sys.stderr)
+        return 3
     except aioice.stun.TransactionFailed as e:
         code = e.response.attributes.get("ERROR-CODE", (None, ""))[0]
         if args.expect_error and code == args.expect_error:

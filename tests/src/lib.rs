@@ -218,6 +218,35 @@ pub fn udp_config(port: u16, auth: &str, endpoints: &[&str]) -> String {
     )
 }
 
+/// A dataplane config with TURN-TCP on `tcp_port` and TURN-TLS on `tls_port` (serving
+/// `cert`), both on 127.0.0.1 and routed to `endpoints`.
+pub fn stream_config(
+    tcp_port: u16,
+    tls_port: u16,
+    cert: &ServerCert,
+    secret: &str,
+    endpoints: &[&str],
+) -> String {
+    let indent = |pem: &str| {
+        pem.lines()
+            .map(|l| format!("        {l}\n"))
+            .collect::<String>()
+    };
+    let eps: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+    format!(
+        "version: v1alpha1\nname: default/test\ngeneration: 1\nrealm: turnpike.test\n\
+         auth: {{type: ephemeral, secret: {secret}}}\n\
+         limits: {{maxAllocationsPerUser: 1000}}\nlisteners:\n\
+         \x20 - {{name: tcp, protocol: TURN-TCP, address: 127.0.0.1, port: {tcp_port}, routes: [default/echo]}}\n\
+         \x20 - name: tls\n    protocol: TURN-TLS\n    address: 127.0.0.1\n    port: {tls_port}\n    routes: [default/echo]\n\
+         \x20   tls:\n      certPem: |\n{}      keyPem: |\n{}\
+         routes:\n  - {{name: default/echo, endpoints: [{}]}}\n",
+        indent(&cert.cert_pem),
+        indent(&cert.key_pem),
+        eps.join(", ")
+    )
+}
+
 /// A running `turnpike dataplane --config FILE`.
 pub struct Dataplane {
     pub proc: Proc,

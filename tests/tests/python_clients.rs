@@ -3,7 +3,10 @@
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
 use turnpike_auth::ephemeral_credential;
-use turnpike_tests::{Dataplane, echo_peer, free_udp_port, python_script, udp_config};
+use turnpike_tests::{
+    Dataplane, TestCa, echo_peer, free_tcp_port, free_udp_port, python_script, stream_config,
+    udp_config,
+};
 
 const SECRET: &str = "py-secret";
 
@@ -45,6 +48,49 @@ fn aioice_allocates_and_echoes_through_the_relay() {
     assert!(ok, "{out}");
     assert!(out.contains("\"echoed\": 20"), "{out}");
     assert!(out.contains("\"relayed\": [\"127.0.0.1\""), "{out}");
+}
+
+#[test]
+fn aioice_relays_over_tcp_and_over_tls_with_a_verified_certificate() {
+    let (tcp, tls, peer) = (free_tcp_port(), free_tcp_port(), free_udp_port());
+    let _echo = echo_peer(peer);
+    let route = format!("127.0.0.1:{peer}");
+    let ca = TestCa::new();
+    let cert = ca.server_cert(&["127.0.0.1"]);
+    let _dp = Dataplane::start(&stream_config(tcp, tls, &cert, SECRET, &[&route]));
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.cert_pem).unwrap();
+    let other_ca = dir.path().join("other-ca.pem");
+    std::fs::write(&other_ca, TestCa::new().cert_pem).unwrap();
+    let (user, pass) = ephemeral_credential(SECRET, "aioice", unix_now() + 600);
+    let run = |port: u16, ca: Option<&std::path::Path>| {
+        let server = format!("127.0.0.1:{port}");
+        let mut args = vec![
+            "--server",
+            &server,
+            "--username",
+            &user,
+            "--password",
+            &pass,
+            "--peer",
+            &route,
+            "--transport",
+            "tcp",
+        ];
+        let ca = ca.map(|c| c.display().to_string());
+        if let Some(c) = &ca {
+            args.extend(["--ca", c]);
+        }
+        python_script("aioice_echo.py", &args)
+    };
+    let (ok, out) = run(tcp, None);
+    assert!(ok && out.contains("\"echoed\": 20"), "TCP: {out}");
+    let (ok, out) = run(tls, Some(&ca_file));
+    assert!(ok && out.contains("\"echoed\": 20"), "TLS: {out}");
+    // The check is real: a client trusting another CA refuses the server.
+    let (ok, out) = run(tls, Some(&other_ca));
+    assert!(!ok && out.contains("CERTIFICATE_VERIFY_FAILED"), "{out}");
 }
 
 #[test]
