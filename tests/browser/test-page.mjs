@@ -2,14 +2,19 @@
 // fills in the token, gathers relay candidates for every URI, runs the two-peer call,
 // takes a screenshot. Prints one JSON line; exits non-zero when something failed.
 //
-//   node tests/browser/test-page.mjs BASE_URL TOKEN SCREENSHOT_PATH
+//   node tests/browser/test-page.mjs BASE_URL TOKEN SCREENSHOT_PATH [CALL_LISTENER]
+//
+// CALL_LISTENER limits the call to one listener's URI (e.g. the TURN-TLS one). Extra
+// Chromium flags come from $CHROMIUM_FLAGS (space-separated), e.g. a test CA's SPKI.
 import { chromium } from "playwright-core";
 
-const [base, token, screenshot] = process.argv.slice(2);
+const [base, token, screenshot, callListener] = process.argv.slice(2);
+const extra = (process.env.CHROMIUM_FLAGS || "").split(" ").filter(Boolean);
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         ...extra],
 });
 let failed = false;
 try {
@@ -26,6 +31,7 @@ try {
   })));
   const summary = await page.textContent("#summary");
   await page.screenshot({ path: screenshot, fullPage: true });
+  if (callListener) await page.fill("#listener", callListener);
   await page.click("#call");
   await page.waitForSelector("#summary[data-call]", { timeout: 30000 });
   const call = await page.getAttribute("#summary", "data-call");
