@@ -224,3 +224,54 @@ fn the_connection_cap_and_the_per_ip_rate_refuse_and_count() {
     let r = tcp_relay(port, echo2, 1, 50);
     assert_eq!(r.lost, Some(0), "{}", r.output);
 }
+
+#[test]
+fn ipv6_listeners_relay_to_ipv6_peers_over_udp_and_tcp() {
+    require_tool("turnutils_peer");
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        panic!("this machine has no IPv6 loopback; the IPv6 test needs ::1");
+    }
+    let (port, peer) = (free_tcp_port(), free_udp_port());
+    let _peer = turnpike_tests::Proc::spawn(
+        "turnutils_peer",
+        std::process::Command::new("turnutils_peer")
+            .args(["-L", "::1", "-p", &peer.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let dp = Dataplane::start(&format!(
+        "version: v1alpha1\nname: default/v6\nrealm: turnpike.test\n\
+         auth: {{type: ephemeral, secret: {SECRET}}}\n\
+         listeners:\n\
+         \x20 - {{name: udp6, protocol: TURN-UDP, address: \"::1\", port: {port}, routes: [default/echo]}}\n\
+         \x20 - {{name: tcp6, protocol: TURN-TCP, address: \"::1\", port: {port}, routes: [default/echo]}}\n\
+         routes:\n  - {{name: default/echo, endpoints: [\"[::1]:{peer}-{}\"]}}\n",
+        peer + 1
+    ));
+    assert!(
+        dp.status().contains("\"relayAddresses\":[\"::1\"]"),
+        "{}",
+        dp.status()
+    );
+    // turnutils_uclient asks for an IPv6 relay (REQUESTED-ADDRESS-FAMILY) to reach a v6
+    // peer; without it the v6-only listener would answer 440.
+    for transport in [&[][..], &["-t"][..]] {
+        let (port, peer) = (port.to_string(), peer.to_string());
+        let mut args = vec![
+            "-W", SECRET, "-p", &port, "-e", "::1", "-r", &peer, "-m", "3", "-n", "100", "-l",
+            "160", "-c",
+        ];
+        args.extend_from_slice(transport);
+        args.push("::1");
+        let r = turnpike_tests::uclient(&args);
+        assert_eq!(r.lost, Some(0), "{transport:?}:\n{}", r.output);
+    }
+    // Workers publish their counters once a second.
+    let relayed = dp.wait_metric(
+        "turnpike_relayed_packets_total{listener=\"tcp6\",route=\"default/echo\",direction=\"to_client\"}",
+        300.0,
+        Duration::from_secs(5),
+    );
+    assert_eq!(relayed, 300.0, "{}", dp.metrics());
+}
