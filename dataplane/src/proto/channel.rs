@@ -5,9 +5,9 @@ use super::error::ParseError;
 pub const HEADER_LEN: usize = 4;
 pub const MIN_CHANNEL: u16 = 0x4000;
 /// RFC 8656 narrowed channels to 0x4000–0x4FFF, but RFC 5766 clients (coturn's own
-/// `turnutils_uclient` among them) still pick up to 0x7FFE; every number whose top bits
-/// are `01` is unambiguous ChannelData, so the wider range is accepted for interop.
-pub const MAX_CHANNEL: u16 = 0x7FFE;
+/// `turnutils_uclient` among them) pick anywhere in 0x4000–0x7FFF, which coturn accepts;
+/// every number whose top bits are `01` is unambiguous ChannelData, so all are accepted.
+pub const MAX_CHANNEL: u16 = 0x7FFF;
 
 pub fn is_valid_channel(n: u16) -> bool {
     (MIN_CHANNEL..=MAX_CHANNEL).contains(&n)

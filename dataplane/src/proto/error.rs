@@ -28,7 +28,7 @@ pub enum ParseError {
     BadAddress,
     #[error("attribute value has the wrong length")]
     BadAttributeLength,
-    #[error("ChannelData with a channel number outside 0x4000-0x7FFE")]
+    #[error("ChannelData with a channel number outside 0x4000-0x7FFF")]
     BadChannelNumber,
     #[error("stream frame larger than the limit")]
     FrameTooLarge,

@@ -97,10 +97,6 @@ mod tests {
             next_frame(&[0x00, 0x01, 0x00, 0x07]),
             Err(ParseError::UnalignedLength)
         );
-        assert_eq!(
-            next_frame(&[0x7F, 0xFF, 0x00, 0x04]),
-            Err(ParseError::BadChannelNumber)
-        );
         // Known from the header, before the bytes arrive.
         assert_eq!(
             next_frame(&[0x40, 0x00, 0xFF, 0xFF]),
