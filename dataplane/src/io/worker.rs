@@ -186,6 +186,42 @@ fn bind_listener(addr: SocketAddr) -> io::Result<mio::net::UdpSocket> {
     Ok(mio::net::UdpSocket::from_std(sock.into()))
 }
 
+/// The socket of `l`: the one in `old` bound to the same address (re-registered under
+/// `token`, so clients never notice a config change), else a new one from `bind`. A
+/// failure is logged and shown in the listener's status.
+fn keep_or_bind<S: mio::event::Source>(
+    registry: &mio::Registry,
+    old: &mut [Option<(SocketAddr, S)>],
+    l: &ListenerRuntime,
+    token: Token,
+    bind: impl FnOnce(SocketAddr) -> io::Result<S>,
+    status: &crate::metrics::Status,
+) -> Option<(SocketAddr, S)> {
+    let reused = old
+        .iter_mut()
+        .find(|s| s.as_ref().is_some_and(|(a, _)| *a == l.bind))
+        .and_then(Option::take);
+    if let Some((a, mut s)) = reused {
+        return registry
+            .reregister(&mut s, token, Interest::READABLE)
+            .ok()
+            .map(|()| (a, s));
+    }
+    let result = bind(l.bind).and_then(|mut s| {
+        registry
+            .register(&mut s, token, Interest::READABLE)
+            .map(|()| (l.bind, s))
+    });
+    match result {
+        Ok(entry) => Some(entry),
+        Err(e) => {
+            tracing::error!(listener = %l.name, addr = %l.bind, error = %e, "cannot bind listener");
+            status.set_listener_state(&l.name, format!("error: bind {}: {e}", l.bind));
+            None
+        }
+    }
+}
+
 impl Worker {
     /// Binds (or keeps) a socket per UDP listener of `config`; `old` are the sockets of the
     /// previous config, reused when the address is unchanged so clients never notice.
@@ -201,35 +237,14 @@ impl Worker {
                 sockets.push(None);
                 continue;
             }
-            let reused = old
-                .iter_mut()
-                .find(|s| s.as_ref().is_some_and(|(a, _)| *a == l.bind))
-                .and_then(Option::take);
-            let token = Token(LISTENER_BASE + i);
-            let entry = match reused {
-                Some((a, mut s)) => match registry.reregister(&mut s, token, Interest::READABLE) {
-                    Ok(()) => Some((a, s)),
-                    Err(_) => None,
-                },
-                None => match bind_listener(l.bind) {
-                    Ok(mut s) => match registry.register(&mut s, token, Interest::READABLE) {
-                        Ok(()) => Some((l.bind, s)),
-                        Err(e) => {
-                            self.shared
-                                .status
-                                .set_listener_state(&l.name, format!("error: {e}"));
-                            None
-                        }
-                    },
-                    Err(e) => {
-                        tracing::error!(listener = %l.name, addr = %l.bind, error = %e, "cannot bind listener");
-                        self.shared
-                            .status
-                            .set_listener_state(&l.name, format!("error: bind {}: {e}", l.bind));
-                        None
-                    }
-                },
-            };
+            let entry = keep_or_bind(
+                registry,
+                &mut old,
+                l,
+                Token(LISTENER_BASE + i),
+                bind_listener,
+                &self.shared.status,
+            );
             sockets.push(entry);
         }
         for (_, mut s) in old.into_iter().flatten() {

@@ -12,7 +12,7 @@ use mio::{Interest, Token};
 use slab::Slab;
 use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
 
-use super::{ActiveConfig, CONN_BASE, RELAY_BASE, STREAM_LISTENER_BASE, Worker};
+use super::{ActiveConfig, CONN_BASE, RELAY_BASE, STREAM_LISTENER_BASE, Worker, keep_or_bind};
 use crate::config::Protocol;
 use crate::io::batch::BUF_LEN;
 use crate::io::stream::{CloseReason, Connection, Received};
@@ -108,35 +108,14 @@ impl Worker {
                 sockets.push(None);
                 continue;
             }
-            let token = Token(STREAM_LISTENER_BASE + i);
-            let reused = old
-                .iter_mut()
-                .find(|s| s.as_ref().is_some_and(|(a, _)| *a == l.bind))
-                .and_then(Option::take);
-            let entry = match reused {
-                Some((a, mut s)) => registry
-                    .reregister(&mut s, token, Interest::READABLE)
-                    .ok()
-                    .map(|()| (a, s)),
-                None => match bind_tcp(l.bind) {
-                    Ok(mut s) => match registry.register(&mut s, token, Interest::READABLE) {
-                        Ok(()) => Some((l.bind, s)),
-                        Err(e) => {
-                            self.shared
-                                .status
-                                .set_listener_state(&l.name, format!("error: {e}"));
-                            None
-                        }
-                    },
-                    Err(e) => {
-                        tracing::error!(listener = %l.name, addr = %l.bind, error = %e, "cannot bind TCP listener");
-                        self.shared
-                            .status
-                            .set_listener_state(&l.name, format!("error: bind {}: {e}", l.bind));
-                        None
-                    }
-                },
-            };
+            let entry = keep_or_bind(
+                registry,
+                &mut old,
+                l,
+                Token(STREAM_LISTENER_BASE + i),
+                bind_tcp,
+                &self.shared.status,
+            );
             sockets.push(entry);
         }
         for (_, mut s) in old.into_iter().flatten() {
