@@ -492,7 +492,7 @@ impl TestCa {
         let mut params =
             rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .unwrap();
-        let serial: [u8; 8] = std::array::from_fn(|_| rand_byte());
+        let serial: [u8; 8] = rand::random();
         let serial = [&[0x01u8][..], &serial].concat();
         params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
@@ -510,18 +510,6 @@ impl Default for TestCa {
     fn default() -> Self {
         Self::new()
     }
-}
-
-fn rand_byte() -> u8 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish() as u8
 }
 
 /// The serial (hex, upper case) of the certificate a TLS server on 127.0.0.1:`port`

@@ -194,7 +194,7 @@ fn keep_or_bind<S: mio::event::Source>(
     old: &mut [Option<(SocketAddr, S)>],
     l: &ListenerRuntime,
     token: Token,
-    bind: impl FnOnce(SocketAddr) -> io::Result<S>,
+    bind: impl Fn(SocketAddr) -> io::Result<S>,
     status: &crate::metrics::Status,
 ) -> Option<(SocketAddr, S)> {
     let reused = old
@@ -222,35 +222,51 @@ fn keep_or_bind<S: mio::event::Source>(
     }
 }
 
+/// A socket per listener of `config` that `serves` (indexed like the listeners, `None`
+/// for the others), kept from `old` where the address is unchanged; the rest of `old` is
+/// deregistered (and closed when dropped).
+fn bind_all<S: mio::event::Source>(
+    registry: &mio::Registry,
+    config: &ActiveConfig,
+    mut old: Vec<Option<(SocketAddr, S)>>,
+    serves: impl Fn(&ListenerRuntime) -> bool,
+    token_base: usize,
+    bind: impl Fn(SocketAddr) -> io::Result<S>,
+    status: &crate::metrics::Status,
+) -> Vec<Option<(SocketAddr, S)>> {
+    let sockets = config
+        .listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            serves(l)
+                .then(|| keep_or_bind(registry, &mut old, l, Token(token_base + i), &bind, status))
+                .flatten()
+        })
+        .collect();
+    for (_, mut s) in old.into_iter().flatten() {
+        let _ = registry.deregister(&mut s);
+    }
+    sockets
+}
+
 impl Worker {
     /// Binds (or keeps) a socket per UDP listener of `config`; `old` are the sockets of the
     /// previous config, reused when the address is unchanged so clients never notice.
     fn bind_listeners(
         &mut self,
         config: &ActiveConfig,
-        mut old: Vec<Option<(SocketAddr, mio::net::UdpSocket)>>,
+        old: Vec<Option<(SocketAddr, mio::net::UdpSocket)>>,
     ) {
-        let registry = self.poll.registry();
-        let mut sockets = Vec::with_capacity(config.listeners.len());
-        for (i, l) in config.listeners.iter().enumerate() {
-            if l.protocol != Protocol::TurnUdp {
-                sockets.push(None);
-                continue;
-            }
-            let entry = keep_or_bind(
-                registry,
-                &mut old,
-                l,
-                Token(LISTENER_BASE + i),
-                bind_listener,
-                &self.shared.status,
-            );
-            sockets.push(entry);
-        }
-        for (_, mut s) in old.into_iter().flatten() {
-            let _ = registry.deregister(&mut s);
-        }
-        self.listeners = sockets;
+        self.listeners = bind_all(
+            self.poll.registry(),
+            config,
+            old,
+            |l| l.protocol == Protocol::TurnUdp,
+            LISTENER_BASE,
+            bind_listener,
+            &self.shared.status,
+        );
         self.relays.addrs = config.listeners.iter().map(|l| l.relay).collect();
         self.bind_stream_listeners(config);
     }

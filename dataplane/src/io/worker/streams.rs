@@ -12,7 +12,7 @@ use mio::{Interest, Token};
 use slab::Slab;
 use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
 
-use super::{ActiveConfig, CONN_BASE, RELAY_BASE, STREAM_LISTENER_BASE, Worker, keep_or_bind};
+use super::{ActiveConfig, CONN_BASE, RELAY_BASE, STREAM_LISTENER_BASE, Worker, bind_all};
 use crate::config::Protocol;
 use crate::io::batch::BUF_LEN;
 use crate::io::stream::{CloseReason, Connection, Received};
@@ -92,36 +92,22 @@ impl Worker {
     /// Binds (or keeps, when the address is unchanged) a TCP socket per TURN-TCP/TLS
     /// listener of `config`.
     pub(super) fn bind_stream_listeners(&mut self, config: &ActiveConfig) {
-        let mut old = std::mem::take(&mut self.streams.listeners);
-        let registry = self.poll.registry();
-        let mut sockets = Vec::with_capacity(config.listeners.len());
-        for (i, l) in config.listeners.iter().enumerate() {
-            if l.protocol == Protocol::TurnUdp {
-                sockets.push(None);
-                continue;
-            }
-            if l.protocol == Protocol::TurnTls && l.tls.is_none() {
-                self.shared.status.set_listener_state(
-                    &l.name,
-                    "error: the TLS certificate cannot be used".into(),
-                );
-                sockets.push(None);
-                continue;
-            }
-            let entry = keep_or_bind(
-                registry,
-                &mut old,
-                l,
-                Token(STREAM_LISTENER_BASE + i),
-                bind_tcp,
-                &self.shared.status,
-            );
-            sockets.push(entry);
-        }
-        for (_, mut s) in old.into_iter().flatten() {
-            let _ = registry.deregister(&mut s);
-        }
-        self.streams.listeners = sockets;
+        let old = std::mem::take(&mut self.streams.listeners);
+        // A TLS listener without a usable certificate stays unbound; the runtime's status
+        // already says why.
+        self.streams.listeners = bind_all(
+            self.poll.registry(),
+            config,
+            old,
+            |l| match l.protocol {
+                Protocol::TurnUdp => false,
+                Protocol::TurnTcp => true,
+                Protocol::TurnTls => l.tls.is_some(),
+            },
+            STREAM_LISTENER_BASE,
+            bind_tcp,
+            &self.shared.status,
+        );
     }
 
     /// Accepts what listener `i` has waiting, closing at once what the limits refuse.
