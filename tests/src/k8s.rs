@@ -127,9 +127,49 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Where a test keeps its process logs: they are kept when the test fails.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = fixture(self.dir.path(), "stop");
+        if std::thread::panicking() {
+            keep_logs(self.dir.path());
+        }
+    }
+}
+
+/// Copies a failed test's `*.log` files (operators, dataplane, the fixture's) to
+/// `tests/artifacts/k8s-<pid>-<n>/` before its temporary directory goes.
+fn keep_logs(dir: &Path) {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let to = repo_root().join(format!("tests/artifacts/k8s-{}-{n}", std::process::id()));
+    let mut kept = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "log")
+                && std::fs::create_dir_all(&to).is_ok()
+                && let Some(name) = p.file_name()
+                && std::fs::copy(&p, to.join(name)).is_ok()
+            {
+                kept += 1;
+            }
+        }
+    }
+    if kept > 0 {
+        eprintln!("kept {kept} log files in {}", to.display());
     }
 }
 
@@ -193,7 +233,10 @@ impl Operator {
         .args(["--cds-listen", &format!("127.0.0.1:{cds}")])
         .args(["--admin", &format!("127.0.0.1:{admin}")])
         .args(["--dataplane-image", "turnpike:test"])
-        .env("RUST_LOG", "info,kube=warn")
+        .env(
+            "RUST_LOG",
+            "info,turnpike_gateway::operator=debug,kube=warn",
+        )
         .stdout(file.try_clone().unwrap())
         .stderr(file);
         let op = Operator {

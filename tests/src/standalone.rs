@@ -62,22 +62,23 @@ spec:
 
 /// A `kubernetes.io/tls` Secret file, renamed into place so the watcher never sees half.
 pub fn write_tls_secret(dir: &Path, name: &str, cert_pem: &str, key_pem: &str) {
+    let tmp = dir.join(format!(".{name}.yaml.tmp"));
+    std::fs::write(&tmp, tls_secret_yaml(name, "default", cert_pem, key_pem)).unwrap();
+    std::fs::rename(&tmp, dir.join(format!("40-{name}.yaml"))).unwrap();
+}
+
+/// A `kubernetes.io/tls` Secret as YAML (for a config directory or `kubectl apply`).
+pub fn tls_secret_yaml(name: &str, namespace: &str, cert_pem: &str, key_pem: &str) -> String {
     let indent = |pem: &str| {
         pem.lines()
             .map(|l| format!("    {l}\n"))
             .collect::<String>()
     };
-    let tmp = dir.join(format!(".{name}.yaml.tmp"));
-    std::fs::write(
-        &tmp,
-        format!(
-            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: default}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
-            indent(cert_pem),
-            indent(key_pem)
-        ),
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {namespace}}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+        indent(cert_pem),
+        indent(key_pem)
     )
-    .unwrap();
-    std::fs::rename(&tmp, dir.join(format!("40-{name}.yaml"))).unwrap();
 }
 
 /// The "echo" route: a Service whose EndpointSlice points at 127.0.0.1:`peer` (and

@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use turnpike_dataplane::client::{ClientError, TurnClient};
 use turnpike_tests::k8s::{Cluster, Operator, PodNetwork, condition, wait_for};
-use turnpike_tests::{Proc, free_tcp_port, output_text, repo_root, turnpike_bin};
+use turnpike_tests::standalone::tls_secret_yaml;
+use turnpike_tests::{
+    Proc, TestCa, free_tcp_port, output_text, repo_root, served_serial, turnpike_bin,
+};
 
 /// One fixture at a time: each is a kube-apiserver, and the relay test binds TURN ports.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -546,8 +549,7 @@ fn operator_programs_gateways_relays_and_survives_restarts() {
         })
         .collect();
     c.apply(&endpoint_slice(&["10.251.7.2"]));
-    let dir = tempfile::tempdir().unwrap();
-    let (_dataplane, dp_admin) = start_dataplane(&c, cds, dir.path());
+    let (_dataplane, dp_admin) = start_dataplane(&c, cds, c.dir());
 
     // A real TURN client relays through it to the backend the EndpointSlice names (once
     // the operator has published the slice).
@@ -783,4 +785,169 @@ fn two_operator_replicas_elect_one_leader_and_hand_over() {
         "handover took {handover:?}"
     );
     let _ = replicas[leader].proc.wait_exit(Duration::from_secs(1));
+}
+
+fn listener_condition(c: &Cluster, listener: &str, t: &str) -> Option<(String, String)> {
+    let g = gateway(c, "media", GW);
+    let l = g["status"]["listeners"]
+        .as_array()?
+        .iter()
+        .find(|l| l["name"] == listener)?
+        .clone();
+    condition(&l["conditions"], t)
+}
+
+/// The operator path of certificate renewal (what cert-manager does): the TURN-TLS
+/// listener's `kubernetes.io/tls` Secret is replaced while a TLS client relays; new
+/// handshakes get the new certificate, the open connection loses nothing, and a broken
+/// replacement is refused with the old certificate kept.
+#[test]
+fn tls_certificate_rotates_through_a_kubernetes_secret() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    turnpike_tests::require_tool("turnutils_uclient");
+    let c = Cluster::start();
+    install_operator_rbac(&c);
+    let cds = turnpike_tests::free_udp_port();
+    let _op = Operator::start(&c, "operator-1", cds, "6s");
+    apply_file(&c, "examples/kubernetes");
+    let tls_port = 5349;
+    let ca = TestCa::new();
+    let first = ca.server_cert(&["turn.example.com", "127.0.0.1"]);
+    c.apply(&tls_secret_yaml(
+        "turn-tls",
+        "media",
+        &first.cert_pem,
+        &first.key_pem,
+    ));
+    c.apply(&format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: {GW}, namespace: media}}\nspec:\n  gatewayClassName: turnpike\n  listeners:\n  - {{name: turn-udp, protocol: TURN-UDP, port: 3478}}\n  - name: turn-tls\n    protocol: TURN-TLS\n    port: {tls_port}\n    tls: {{mode: Terminate, certificateRefs: [{{name: turn-tls}}]}}\n"
+    ));
+    c.kubectl(&[
+        "patch",
+        "service",
+        GW,
+        "-n",
+        "media",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"loadBalancer":{"ingress":[{"ip":"203.0.113.10"}]}}}"#,
+    ]);
+    wait_for(
+        "the TLS listener Programmed with its certificate",
+        Duration::from_secs(20),
+        || {
+            (is(
+                listener_condition(&c, "turn-tls", "ResolvedRefs"),
+                "True",
+                "ResolvedRefs",
+            ) && is(
+                gateway_condition(&c, "media", GW, "Programmed"),
+                "True",
+                "Programmed",
+            ))
+            .then_some(())
+        },
+    );
+
+    let net = PodNetwork::create("10.251.7", &["10.251.7.2"]);
+    let mut cmd = net.command("turnutils_peer");
+    cmd.args(["-L", "10.251.7.2", "-p", "3480"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let _echo = Proc::spawn("turnutils_peer", &mut cmd);
+    c.apply(&endpoint_slice(&["10.251.7.2"]));
+    let (_dataplane, _) = start_dataplane(&c, cds, c.dir());
+    let mut client = turn_client(3478);
+    seconds_until("the endpoint", || permitted(&mut client, "10.251.7.2:3480"));
+    assert_eq!(served_serial(tls_port).as_deref(), Some(&*first.serial));
+
+    // A TLS client relays for about 12 s while the Secret is replaced, then broken.
+    let relay_tls = move |messages: &str, pace: &str| {
+        let port = tls_port.to_string();
+        turnpike_tests::uclient(&[
+            "-t",
+            "-S",
+            "-W",
+            SECRET,
+            "-p",
+            &port,
+            "-e",
+            "10.251.7.2",
+            "-r",
+            "3480",
+            "-m",
+            "1",
+            "-n",
+            messages,
+            "-z",
+            pace,
+            "-l",
+            "160",
+            "-c",
+            "-X",
+            "127.0.0.1",
+        ])
+    };
+    let load = std::thread::spawn(move || relay_tls("600", "20"));
+    std::thread::sleep(Duration::from_secs(2));
+    let second = ca.server_cert(&["turn.example.com", "127.0.0.1"]);
+    c.apply(&tls_secret_yaml(
+        "turn-tls",
+        "media",
+        &second.cert_pem,
+        &second.key_pem,
+    ));
+    let rotated = seconds_until("the new certificate served", || {
+        served_serial(tls_port).as_deref() == Some(&*second.serial)
+    });
+    println!("Secret replaced: new handshakes get the new certificate after {rotated:.2} s");
+
+    c.apply(&tls_secret_yaml(
+        "turn-tls",
+        "media",
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
+        &second.key_pem,
+    ));
+    wait_for(
+        "ResolvedRefs=False on the TLS listener",
+        Duration::from_secs(10),
+        || {
+            let (status, reason) = listener_condition(&c, "turn-tls", "ResolvedRefs")?;
+            (status == "False" && reason == "InvalidCertificateRef").then_some(())
+        },
+    );
+    let message = gateway(&c, "media", GW)["status"]["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "turn-tls")
+        .unwrap()["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "ResolvedRefs")
+        .unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.contains("still serving the previous certificate"),
+        "{message}"
+    );
+    assert_eq!(
+        served_serial(tls_port).as_deref(),
+        Some(&*second.serial),
+        "the broken Secret replaced the served certificate"
+    );
+    let r = load.join().unwrap();
+    assert_eq!(
+        r.lost,
+        Some(0),
+        "the open TLS connection lost packets across the rotation:\n{}",
+        r.output
+    );
+    // A new TLS client still relays after the broken replacement.
+    let r = relay_tls("100", "0");
+    assert_eq!(r.lost, Some(0), "{}", r.output);
 }

@@ -49,6 +49,44 @@ pub enum Change {
     Delete(Kind, Key),
 }
 
+impl Change {
+    /// What a log line may say about a change: kind, name and resourceVersion, never the
+    /// content (Secrets).
+    pub fn describe(&self) -> String {
+        match self {
+            Change::Init(k) => format!("relisting {k:?}"),
+            Change::InitDone(k) => format!("relisted {k:?}"),
+            Change::InitApply(o) => format!("listed {:?}", kind_of(o)),
+            Change::Apply(o) => {
+                let m = meta_of(o);
+                format!(
+                    "{:?} {}/{} at {}",
+                    kind_of(o),
+                    m.namespace.as_deref().unwrap_or(""),
+                    m.name.as_deref().unwrap_or(""),
+                    m.resource_version.as_deref().unwrap_or("?")
+                )
+            }
+            Change::Delete(k, key) => format!("deleted {k:?} {}/{}", key.0, key.1),
+        }
+    }
+}
+
+fn meta_of(o: &Object) -> &kube::api::ObjectMeta {
+    match o {
+        Object::GatewayClass(x) => &x.metadata,
+        Object::GatewayConfig(x) => &x.metadata,
+        Object::Gateway(x) => &x.metadata,
+        Object::UdpRoute(x) => &x.metadata,
+        Object::ReferenceGrant(x) => &x.metadata,
+        Object::Service(x) => &x.metadata,
+        Object::EndpointSlice(x) => &x.metadata,
+        Object::StaticService(x) => &x.metadata,
+        Object::Secret(x) => &x.metadata,
+        Object::Deployment(x) => &x.metadata,
+    }
+}
+
 pub fn kind_of(o: &Object) -> Kind {
     match o {
         Object::GatewayClass(_) => Kind::GatewayClass,

@@ -15,6 +15,9 @@ pub struct OperatorMetrics {
     /// Deployments, Services and Secrets applied or deleted, by this replica.
     pub resource_writes: AtomicU64,
     pub write_errors: AtomicU64,
+    /// Passes of the leader's write loop, and the time they took.
+    pub write_passes: AtomicU64,
+    pub write_micros: AtomicU64,
     pub events: AtomicU64,
     pub published_generations: AtomicU64,
 }
@@ -75,6 +78,18 @@ impl OperatorMetrics {
             "counter",
             "Failed writes (retried with backoff).",
             self.write_errors.load(Relaxed),
+        );
+        metric(
+            "turnpike_operator_write_passes_total",
+            "counter",
+            "Passes of the leader's write loop (each makes the API server match one render).",
+            self.write_passes.load(Relaxed),
+        );
+        metric(
+            "turnpike_operator_write_microseconds_total",
+            "counter",
+            "Time spent in write passes (apart from rendering and CDS).",
+            self.write_micros.load(Relaxed),
         );
         metric(
             "turnpike_operator_events_total",

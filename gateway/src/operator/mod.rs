@@ -11,6 +11,7 @@ pub mod lease;
 pub mod metrics;
 pub mod status;
 pub mod watchers;
+pub mod writes;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -25,10 +26,11 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use self::apply::{Applied, Context};
+use self::apply::Context;
 use self::inventory::{Inventory, Kind};
 use self::lease::{LeaderElector, LeaseOptions};
 use self::metrics::OperatorMetrics;
+use self::writes::{WriteRequest, WriteSender};
 use crate::cds::CdsServer;
 use crate::publish::Publisher;
 use crate::render::{RenderContext, Rendered, render};
@@ -82,12 +84,10 @@ pub struct OperatorOptions {
 /// How long changes are gathered before a render (a `kubectl apply` of many objects is one
 /// render, not dozens).
 const DEBOUNCE: Duration = Duration::from_millis(50);
-/// A render even without a change: rotated-out secrets expire, failed writes retry.
+/// A render even without a change: rotated-out secrets expire.
 const RESYNC: Duration = Duration::from_secs(60);
 /// Applied managed objects are re-applied this often, undoing hand edits.
 const REAPPLY: Duration = Duration::from_secs(600);
-const RETRY_MIN: Duration = Duration::from_millis(500);
-const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// What `/status` on the operator's admin port shows.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -177,7 +177,7 @@ pub async fn run(opts: OperatorOptions) -> Result<(), OperatorError> {
     let watchers = watchers::spawn_all(&client, &tx, &metrics);
     drop(tx);
 
-    let ctx = Context {
+    let ctx = Arc::new(Context {
         recorder: Recorder::new(
             client.clone(),
             Reporter {
@@ -189,28 +189,30 @@ pub async fn run(opts: OperatorOptions) -> Result<(), OperatorError> {
         namespace: opts.namespace.clone(),
         metrics: metrics.clone(),
         ca,
-    };
+    });
+    let (write_tx, write_rx) = watch::channel(None);
+    let writes = tokio::spawn(writes::run(ctx, write_rx));
     let mut state = Reconciler {
         opts: &opts,
-        ctx: &ctx,
+        metrics: &metrics,
         cds: &cds,
         inventory: Inventory::default(),
         publisher: Publisher::default(),
         rotation: SecretRotation::default(),
-        applied: Applied::new(),
+        writes: write_tx,
+        trust_epoch: 0,
         report: report.clone(),
     };
     let mut due: Option<Instant> = None;
-    let mut retry = RETRY_MIN;
     let mut resync = tokio::time::interval(RESYNC);
     let mut last_reapply = Instant::now();
     loop {
         tokio::select! {
             change = rx.recv() => {
                 let Some(change) = change else { break };
-                // A change is rendered after the debounce even while a failed write
-                // waits for its retry: CDS must not lag behind a backoff.
+                let what = tracing::enabled!(tracing::Level::DEBUG).then(|| change.describe());
                 if state.inventory.apply(change) {
+                    tracing::debug!(change = what.as_deref().unwrap_or(""), "render due");
                     let soon = Instant::now() + DEBOUNCE;
                     due = Some(due.map_or(soon, |d| d.min(soon)));
                 }
@@ -219,7 +221,7 @@ pub async fn run(opts: OperatorOptions) -> Result<(), OperatorError> {
                 let leading = *leader_rx.borrow_and_update();
                 metrics.leader.store(leading, Relaxed);
                 // A new leader trusts nothing a previous term applied.
-                state.applied.clear();
+                state.trust_epoch += 1;
                 due = Some(Instant::now());
             }
             _ = async { tokio::time::sleep_until(due.unwrap_or_else(Instant::now)).await }, if due.is_some() => {
@@ -228,16 +230,11 @@ pub async fn run(opts: OperatorOptions) -> Result<(), OperatorError> {
                     continue;
                 }
                 let leading = *leader_rx.borrow();
-                if state.reconcile(leading).await {
-                    retry = RETRY_MIN;
-                } else {
-                    due = Some(Instant::now() + retry);
-                    retry = (retry * 2).min(RETRY_MAX);
-                }
+                state.reconcile(leading);
             }
             _ = resync.tick() => {
                 if last_reapply.elapsed() > REAPPLY {
-                    state.applied.clear();
+                    state.trust_epoch += 1;
                     last_reapply = Instant::now();
                 }
                 due.get_or_insert_with(Instant::now);
@@ -247,6 +244,7 @@ pub async fn run(opts: OperatorOptions) -> Result<(), OperatorError> {
         }
     }
     tracing::info!("operator stopping");
+    writes.abort();
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), election).await;
     for w in watchers {
@@ -259,19 +257,22 @@ pub async fn run(opts: OperatorOptions) -> Result<(), OperatorError> {
 /// The state one reconcile pass needs.
 struct Reconciler<'a> {
     opts: &'a OperatorOptions,
-    ctx: &'a Context,
+    metrics: &'a OperatorMetrics,
     cds: &'a CdsServer,
     inventory: Inventory,
     publisher: Publisher,
     rotation: SecretRotation,
-    applied: Applied,
+    /// To the leader's write loop ([`writes::run`]).
+    writes: WriteSender,
+    trust_epoch: u64,
     report: Arc<Mutex<OperatorReport>>,
 }
 
 impl Reconciler<'_> {
-    /// Renders, publishes over CDS, and (as the leader) writes. False when a write failed.
-    async fn reconcile(&mut self, leading: bool) -> bool {
-        let metrics = &self.ctx.metrics;
+    /// Renders, publishes over CDS, and (as the leader) hands the render to the write loop.
+    /// Never waits on the API server.
+    fn reconcile(&mut self, leading: bool) {
+        let metrics = self.metrics;
         metrics.synced.store(true, Relaxed);
         let mut rctx = RenderContext {
             now: crate::standalone::now_time(),
@@ -296,13 +297,20 @@ impl Reconciler<'_> {
             .published_generations
             .fetch_add(updates.len() as u64, Relaxed);
         self.cds.publish(&updates);
-        let ok = if leading {
-            self.ctx.write(objects, &rendered, &mut self.applied).await
-        } else {
-            true
-        };
+        tracing::debug!(
+            render_us = started.elapsed().as_micros() as u64,
+            published = updates.len(),
+            "rendered"
+        );
         self.update_report(leading, &rendered);
-        ok
+        let request = leading.then(|| {
+            Arc::new(WriteRequest {
+                objects: objects.clone(),
+                rendered,
+                trust_epoch: self.trust_epoch,
+            })
+        });
+        self.writes.send_replace(request);
     }
 
     fn update_report(&self, leading: bool, rendered: &Rendered) {

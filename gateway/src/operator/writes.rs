@@ -1,0 +1,70 @@
+//! The leader's write loop, apart from rendering: a slow API server, a conflict re-read or
+//! a retry backoff never delays the next render or its CDS publish. Only the newest
+//! render is written; renders that arrive while a write pass runs are folded into one.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::apply::{Applied, Context};
+use crate::objects::ObjectSet;
+use crate::render::Rendered;
+
+pub const RETRY_MIN: Duration = Duration::from_millis(500);
+pub const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// One render for the API server to match.
+#[derive(Debug)]
+pub struct WriteRequest {
+    pub objects: ObjectSet,
+    pub rendered: Rendered,
+    /// Changes when what this replica applied before can no longer be trusted (a new
+    /// leader term, or the periodic re-apply that undoes hand edits).
+    pub trust_epoch: u64,
+}
+
+/// `None` while this replica is not the leader.
+pub type WriteSender = watch::Sender<Option<Arc<WriteRequest>>>;
+
+/// Runs until the sender is dropped.
+pub async fn run(ctx: Arc<Context>, mut rx: watch::Receiver<Option<Arc<WriteRequest>>>) {
+    let mut applied = Applied::new();
+    let mut epoch = None;
+    let mut retry = RETRY_MIN;
+    loop {
+        if rx.changed().await.is_err() {
+            return;
+        }
+        // A failed pass is retried with the newest render, after the backoff, even when no
+        // new render comes.
+        loop {
+            let Some(request) = rx.borrow_and_update().clone() else {
+                break;
+            };
+            if epoch != Some(request.trust_epoch) {
+                applied.clear();
+                epoch = Some(request.trust_epoch);
+            }
+            let started = std::time::Instant::now();
+            let ok = ctx
+                .write(&request.objects, &request.rendered, &mut applied)
+                .await;
+            let took = started.elapsed();
+            ctx.metrics.write_passes.fetch_add(1, Relaxed);
+            ctx.metrics
+                .write_micros
+                .fetch_add(took.as_micros() as u64, Relaxed);
+            if took > Duration::from_secs(1) {
+                tracing::info!(seconds = took.as_secs_f64(), ok, "slow write pass");
+            }
+            if ok {
+                retry = RETRY_MIN;
+                break;
+            }
+            tokio::time::sleep(retry).await;
+            retry = (retry * 2).min(RETRY_MAX);
+        }
+    }
+}
