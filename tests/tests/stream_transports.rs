@@ -49,6 +49,16 @@ fn run_relays_over_tcp_and_tls_and_rotates_the_certificate_under_load() {
     assert_eq!(r.lost, Some(0), "TCP:\n{}", r.output);
     let r = uclient_relay(tls_port, echo, 5, 100, &["-t", "-S", "-W", RUN_SECRET]);
     assert_eq!(r.lost, Some(0), "TLS:\n{}", r.output);
+    // A burst (20 clients, 1 ms apart) queues several frames per flush: each still goes
+    // in its own TLS record, which uclient (one SSL_read = one message) needs.
+    let r = uclient_relay(
+        tls_port,
+        echo,
+        20,
+        300,
+        &["-t", "-S", "-z", "1", "-W", RUN_SECRET],
+    );
+    assert_eq!(r.lost, Some(0), "TLS burst:\n{}", r.output);
     assert_eq!(served_serial(tls_port).as_deref(), Some(&*first.serial));
 
     // An open TLS client relays for about 12 s while the Secret's file is rewritten.

@@ -22,7 +22,7 @@ pub use crate::metrics::CloseReason;
 /// Bytes queued for one client before relayed packets are dropped: about a second of a
 /// 2 Mbit/s video call.
 pub const SEND_QUEUE_LIMIT: usize = 256 * 1024;
-/// Plaintext handed to rustls at a time, so its record buffer stays small.
+/// Plaintext handed to rustls per round, so its record buffer stays small.
 const TLS_CHUNK: usize = 16 * 1024;
 
 /// One client connection.
@@ -216,9 +216,20 @@ impl Connection {
                 if self.out_start == self.out.len() || tls.is_handshaking() {
                     break self.out_start == self.out.len();
                 }
-                let end = self.out.len().min(self.out_start + TLS_CHUNK);
-                tls.writer().write_all(&self.out[self.out_start..end])?;
-                self.out_start = end;
+                // One record per frame, as coturn sends: simple clients (turnutils_uclient)
+                // take each record as one message and drop the rest of a coalesced one.
+                let mut fed = 0;
+                while fed < TLS_CHUNK && self.out_start < self.out.len() {
+                    let rest = &self.out[self.out_start..];
+                    let n = match framing::next_frame(rest) {
+                        Ok(Some(n)) => n,
+                        // Only whole frames are queued; anything else goes as it is.
+                        _ => rest.len(),
+                    };
+                    tls.writer().write_all(&rest[..n])?;
+                    self.out_start += n;
+                    fed += n;
+                }
             },
         };
         if done {
