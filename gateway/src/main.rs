@@ -131,16 +131,17 @@ impl CdsTlsArgs {
             .with_context(|| format!("resolving the CDS address {cds}"))?
             .next()
             .with_context(|| format!("{cds} resolves to no address"))?;
-        let tls = turnpike_dataplane::cds::TlsIdentity::from_files(
-            &self.cds_ca,
-            &self.cds_cert,
-            &self.cds_key,
-        )
-        .context("loading the CDS client certificate")?;
+        let files = turnpike_dataplane::cds::TlsFiles {
+            ca: self.cds_ca.clone(),
+            cert: self.cds_cert.clone(),
+            key: self.cds_key.clone(),
+        };
+        let tls = files.load().context("loading the CDS client certificate")?;
         Ok(turnpike_dataplane::cds::client::CdsClientOptions {
             server,
             server_name: self.cds_server_name.clone(),
             tls,
+            tls_files: Some(files),
             gateway,
         })
     }

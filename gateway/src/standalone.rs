@@ -147,6 +147,7 @@ impl LocalDataplanes {
             server: self.cds,
             server_name: CDS_SERVER_NAME.into(),
             tls,
+            tls_files: None,
             gateway: gateway.clone(),
         })
         .map_err(|e| e.to_string())?;
@@ -403,6 +404,7 @@ async fn start_auth_service(
         server: cds,
         server_name: CDS_SERVER_NAME.into(),
         tls,
+        tls_files: None,
         gateway: turnpike_dataplane::cds::ALL.into(),
     })
     .map_err(|e| RunError::Cds(e.to_string()))?;

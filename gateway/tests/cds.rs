@@ -1,6 +1,6 @@
 //! CDS over real QUIC on loopback: snapshot ordering, reconnect after a server restart with
 //! the last good config kept, refusal of a client certificate from another CA, and of a
-//! dataplane certificate asking for another Gateway.
+//! dataplane certificate asking for another Gateway; certificate files re-read on reconnect.
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
@@ -45,13 +45,7 @@ fn publish(server: &CdsServer, publisher: &mut Publisher, configs: &[(&str, &str
 }
 
 async fn next_config(rx: &mut mpsc::Receiver<CdsEvent>) -> DataplaneConfig {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
-            Ok(Some(CdsEvent::Snapshot(c))) => return c.config,
-            Ok(Some(_)) => continue,
-            other => panic!("expected a snapshot, got {other:?}"),
-        }
-    }
+    next_config_within(rx, Duration::from_secs(5)).await
 }
 
 fn client(
@@ -69,6 +63,7 @@ fn client(
                 dataplane_cn(gateway)
             })
             .unwrap(),
+        tls_files: None,
         gateway: gateway.into(),
     })
     .unwrap()
@@ -214,6 +209,7 @@ async fn assert_refused(
         server,
         server_name: "turnpike-cds".into(),
         tls,
+        tls_files: None,
         gateway: gateway.into(),
     })
     .unwrap();
@@ -253,4 +249,70 @@ async fn a_dataplane_certificate_reads_only_its_own_gateway() {
     ];
     realms.sort();
     assert_eq!(realms, ["realm-a", "realm-b"]);
+}
+
+/// The operator lost its CA Secret and made a new CA; the kubelet rewrote the mounted
+/// files. The client picks them up at its next reconnect (no restart), and a half-written
+/// file in between keeps the identity it had.
+#[tokio::test]
+async fn reissued_certificate_files_are_used_at_the_next_reconnect() {
+    let old_ca = CertificateAuthority::generate("old CA").unwrap();
+    let new_ca = CertificateAuthority::generate("new CA").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let files = turnpike_dataplane::cds::TlsFiles {
+        ca: dir.path().join("ca.crt"),
+        cert: dir.path().join("tls.crt"),
+        key: dir.path().join("tls.key"),
+    };
+    let write = |id: &turnpike_dataplane::cds::TlsIdentity| {
+        std::fs::write(&files.ca, &id.ca_pem).unwrap();
+        std::fs::write(&files.cert, &id.cert_pem).unwrap();
+        std::fs::write(&files.key, &id.key_pem).unwrap();
+    };
+    let old_id = old_ca.issue_client(&dataplane_cn("ns/a")).unwrap();
+    write(&old_id);
+
+    let server = start(&new_ca, "127.0.0.1:0").await;
+    let addr = server.local_addr().unwrap();
+    let mut publisher = Publisher::default();
+    publish(&server, &mut publisher, &[("ns/a", "from-new-ca")]);
+    let mut rx = subscribe(CdsClientOptions {
+        server: addr,
+        server_name: "turnpike-cds".into(),
+        tls: files.load().unwrap(),
+        tls_files: Some(files.clone()),
+        gateway: "ns/a".into(),
+    })
+    .unwrap();
+    // Refused while it holds the old CA's certificate, also after a broken rewrite.
+    let mut disconnects = 0;
+    while disconnects < 2 {
+        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+            Ok(Some(CdsEvent::Disconnected(_))) => disconnects += 1,
+            Ok(Some(CdsEvent::Snapshot(c))) => panic!("the old certificate was accepted: {c:?}"),
+            Ok(Some(_)) => {}
+            other => panic!("expected disconnects, got {other:?}"),
+        }
+        if disconnects == 1 {
+            std::fs::write(&files.cert, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        }
+    }
+    write(&new_ca.issue_client(&dataplane_cn("ns/a")).unwrap());
+    assert_eq!(
+        next_config_within(&mut rx, Duration::from_secs(15))
+            .await
+            .realm,
+        "from-new-ca"
+    );
+}
+
+async fn next_config_within(rx: &mut mpsc::Receiver<CdsEvent>, wait: Duration) -> DataplaneConfig {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(CdsEvent::Snapshot(c))) => return c.config,
+            Ok(Some(_)) => continue,
+            other => panic!("expected a snapshot, got {other:?}"),
+        }
+    }
 }

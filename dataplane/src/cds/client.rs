@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::{
-    CdsError, ClientMessage, GatewaySnapshot, ServerMessage, TlsIdentity, client_config,
+    CdsError, ClientMessage, GatewaySnapshot, ServerMessage, TlsFiles, TlsIdentity, client_config,
     read_frame, write_frame,
 };
 
@@ -18,6 +18,9 @@ pub struct CdsClientOptions {
     /// The name in the server's certificate (e.g. the CDS Service's DNS name).
     pub server_name: String,
     pub tls: TlsIdentity,
+    /// Re-read before every reconnect, so a reissued certificate (a new CA after its
+    /// Secret was lost) is picked up without a restart. `None` in-process.
+    pub tls_files: Option<TlsFiles>,
     /// `namespace/name` of a Gateway, or [`super::ALL`].
     pub gateway: String,
 }
@@ -50,6 +53,7 @@ pub fn subscribe(opts: CdsClientOptions) -> Result<mpsc::Receiver<CdsEvent>, Cds
     let mut endpoint = quinn::Endpoint::client(bind)?;
     endpoint.set_default_client_config(config);
     let (tx, rx) = mpsc::channel(16);
+    let mut identity = opts.tls.clone();
     tokio::spawn(async move {
         let mut backoff = BACKOFF_MIN;
         // Per Gateway: (server epoch, generation) of the last delivered snapshot.
@@ -69,9 +73,35 @@ pub fn subscribe(opts: CdsClientOptions) -> Result<mpsc::Receiver<CdsEvent>, Cds
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);
+            if let Some(files) = &opts.tls_files {
+                reload(&mut endpoint, files, &mut identity);
+            }
         }
     });
     Ok(rx)
+}
+
+/// Uses the certificate files' current content when it changed and is usable; a broken
+/// or half-written replacement keeps the identity in use.
+fn reload(endpoint: &mut quinn::Endpoint, files: &TlsFiles, identity: &mut TlsIdentity) {
+    let fresh = match files.load() {
+        Ok(f) if f == *identity => return,
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(error = %e, "CDS certificate files unreadable; keeping the loaded ones");
+            return;
+        }
+    };
+    match client_config(&fresh) {
+        Ok(config) => {
+            endpoint.set_default_client_config(config);
+            *identity = fresh;
+            tracing::info!("CDS client certificate reloaded from its files");
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "new CDS certificate files refused; keeping the loaded ones");
+        }
+    }
 }
 
 async fn session(

@@ -148,7 +148,7 @@ pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
 }
 
 /// PEM material for one side of the mutual TLS.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct TlsIdentity {
     /// The CA that signs both sides.
     pub ca_pem: String,
@@ -159,6 +159,21 @@ pub struct TlsIdentity {
 impl std::fmt::Debug for TlsIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("TlsIdentity(<redacted>)")
+    }
+}
+
+/// Where a [`TlsIdentity`] was read from: a mounted Secret, whose files the kubelet
+/// replaces when the operator reissues them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+impl TlsFiles {
+    pub fn load(&self) -> Result<TlsIdentity, CdsError> {
+        TlsIdentity::from_files(&self.ca, &self.cert, &self.key)
     }
 }
 
