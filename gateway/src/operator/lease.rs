@@ -46,6 +46,8 @@ pub struct LeaderElector {
     api: Api<Lease>,
     opts: LeaseOptions,
     observed: Option<(Observed, Instant)>,
+    /// When another holder's lease runs out unless renewed (by our clock).
+    expires: Option<Instant>,
 }
 
 fn now() -> MicroTime {
@@ -58,6 +60,7 @@ impl LeaderElector {
             api: Api::namespaced(client, &opts.namespace),
             opts,
             observed: None,
+            expires: None,
         }
     }
 
@@ -107,7 +110,9 @@ impl LeaderElector {
         );
         let ours = record.holder.as_deref() == Some(me.as_str());
         let expired = record.holder.is_none() || seen_at.elapsed() > theirs;
+        self.expires = None;
         if !ours && !expired {
+            self.expires = Some(seen_at + theirs);
             return Ok(false);
         }
         lease.spec = Some(LeaseSpec {
@@ -154,6 +159,18 @@ impl LeaderElector {
         }
     }
 
+    /// Every retry period; a follower also checks right after the holder's lease would
+    /// run out, so a hand-over does not wait up to one more period.
+    fn next_check(&self) -> Duration {
+        let period = self.opts.retry_period();
+        match self.expires {
+            Some(at) => {
+                period.min(at.saturating_duration_since(Instant::now()) + Duration::from_millis(20))
+            }
+            None => period,
+        }
+    }
+
     /// Runs the election until `stop` fires, reporting leadership on `tx`; releases the
     /// lease when it stops as the leader.
     pub async fn run(mut self, tx: watch::Sender<bool>, mut stop: watch::Receiver<bool>) {
@@ -179,7 +196,7 @@ impl LeaderElector {
                 let _ = tx.send(leading);
             }
             tokio::select! {
-                _ = tokio::time::sleep(self.opts.retry_period()) => {}
+                _ = tokio::time::sleep(self.next_check()) => {}
                 _ = stop.changed() => break,
             }
         }
