@@ -17,14 +17,14 @@ pub enum Refused {
 }
 
 pub struct Admission {
-    limiter: Mutex<(u32, SourceLimiter)>,
+    limiter: Mutex<SourceLimiter>,
     key: u64,
 }
 
 impl Admission {
     pub fn new(key: u64) -> Self {
         Admission {
-            limiter: Mutex::new((0, SourceLimiter::new(key, 1, 1))),
+            limiter: Mutex::new(SourceLimiter::new(key, 0, 0)),
             key,
         }
     }
@@ -41,13 +41,10 @@ impl Admission {
     ) -> Result<(), Refused> {
         let allowed = match self.limiter.lock() {
             Ok(mut l) => {
-                if l.0 != rate_per_ip {
-                    *l = (
-                        rate_per_ip,
-                        SourceLimiter::new(self.key, rate_per_ip, rate_per_ip.saturating_mul(2)),
-                    );
+                if l.rate() != rate_per_ip {
+                    *l = SourceLimiter::new(self.key, rate_per_ip, rate_per_ip.saturating_mul(2));
                 }
-                l.1.allow(ip, now)
+                l.allow(ip, now)
             }
             Err(_) => true,
         };

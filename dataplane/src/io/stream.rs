@@ -16,6 +16,7 @@ use std::time::Instant;
 use mio::net::TcpStream;
 
 use crate::proto::framing::{self, MAX_FRAME};
+use crate::proto::{ClientKey, Transport};
 
 pub use crate::metrics::CloseReason;
 
@@ -83,6 +84,15 @@ impl Connection {
             opened: now,
             last_frame: None,
         })
+    }
+
+    /// Who this connection is to the protocol core.
+    pub fn client_key(&self) -> ClientKey {
+        ClientKey {
+            listener: self.listener,
+            transport: Transport::Stream(self.id),
+            addr: self.peer,
+        }
     }
 
     pub fn is_tls(&self) -> bool {

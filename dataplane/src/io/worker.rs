@@ -168,20 +168,23 @@ fn now() -> Now {
     }
 }
 
-fn bind_listener(addr: SocketAddr) -> io::Result<mio::net::UdpSocket> {
-    let sock = Socket::new(
-        Domain::for_address(addr),
-        Type::DGRAM,
-        Some(SockProtocol::UDP),
-    )?;
+/// A non-blocking listener socket that every worker binds to the same address
+/// (`SO_REUSEPORT`: the kernel spreads clients over them); not bound yet.
+fn shared_listener_socket(addr: SocketAddr, ty: Type, proto: SockProtocol) -> io::Result<Socket> {
+    let sock = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
     sock.set_reuse_port(true)?;
     sock.set_reuse_address(true)?;
     if addr.is_ipv6() && !addr.ip().is_unspecified() {
         sock.set_only_v6(true)?;
     }
+    sock.set_nonblocking(true)?;
+    Ok(sock)
+}
+
+fn bind_listener(addr: SocketAddr) -> io::Result<mio::net::UdpSocket> {
+    let sock = shared_listener_socket(addr, Type::DGRAM, SockProtocol::UDP)?;
     let _ = sock.set_recv_buffer_size(LISTENER_BUFFER);
     let _ = sock.set_send_buffer_size(LISTENER_BUFFER);
-    sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     Ok(mio::net::UdpSocket::from_std(sock.into()))
 }

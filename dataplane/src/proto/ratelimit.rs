@@ -43,6 +43,11 @@ impl SourceLimiter {
         }
     }
 
+    /// Tokens per second per source.
+    pub fn rate(&self) -> u32 {
+        self.rate
+    }
+
     fn index(&self, ip: IpAddr) -> usize {
         let bits: u128 = match ip.to_canonical() {
             IpAddr::V4(v4) => u32::from(v4).into(),

@@ -67,12 +67,11 @@ fn resolve_config(
         max_permissions_per_allocation: l
             .max_permissions_per_allocation
             .unwrap_or(defaults.max_permissions_per_allocation),
-        max_lifetime: u32::try_from(duration_or(
+        max_lifetime: seconds_u32(
             "spec.limits.maxLifetime",
             &l.max_lifetime,
-            u64::from(defaults.max_lifetime),
-        )?)
-        .map_err(|_| "spec.limits.maxLifetime: too long".to_string())?,
+            defaults.max_lifetime,
+        )?,
         max_connections: l.max_connections.unwrap_or(defaults.max_connections),
         max_connection_rate_per_ip: l
             .max_connection_rate_per_ip
@@ -88,7 +87,13 @@ fn resolve_config(
             defaults.idle_timeout,
         )?,
     };
-    if limits.max_connections == 0 || limits.max_connection_rate_per_ip == 0 {
+    let counts = [
+        limits.max_allocations_per_user,
+        limits.max_permissions_per_allocation,
+        limits.max_connections,
+        limits.max_connection_rate_per_ip,
+    ];
+    if counts.contains(&0) {
         return Err("spec.limits: limits must be at least 1".into());
     }
     for (field, v) in [
@@ -98,9 +103,6 @@ fn resolve_config(
         if !(1..=3600).contains(&v) {
             return Err(format!("{field}: must be 1s to 1h"));
         }
-    }
-    if limits.max_allocations_per_user == 0 || limits.max_permissions_per_allocation == 0 {
-        return Err("spec.limits: limits must be at least 1".into());
     }
     if limits.max_lifetime < 60 {
         return Err("spec.limits.maxLifetime: must be at least 60s".into());

@@ -10,14 +10,17 @@ use std::time::Instant;
 use mio::net::TcpListener;
 use mio::{Interest, Token};
 use slab::Slab;
-use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
+use socket2::{Protocol as SockProtocol, Type};
 
-use super::{ActiveConfig, CONN_BASE, RELAY_BASE, STREAM_LISTENER_BASE, Worker, bind_all};
+use super::{
+    ActiveConfig, CONN_BASE, RELAY_BASE, STREAM_LISTENER_BASE, Worker, bind_all,
+    shared_listener_socket,
+};
 use crate::config::Protocol;
 use crate::io::batch::BUF_LEN;
 use crate::io::stream::{CloseReason, Connection, Received};
 use crate::metrics::Metrics;
-use crate::proto::{ClientAction, ClientKey, Now, Transport};
+use crate::proto::{ClientAction, Now};
 
 /// Connections one worker can hold: the poll tokens between [`CONN_BASE`] and relays.
 const MAX_SLOTS: usize = RELAY_BASE - CONN_BASE;
@@ -72,17 +75,7 @@ fn slot_of(id: u64) -> usize {
 }
 
 fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
-    let sock = Socket::new(
-        Domain::for_address(addr),
-        Type::STREAM,
-        Some(SockProtocol::TCP),
-    )?;
-    sock.set_reuse_port(true)?;
-    sock.set_reuse_address(true)?;
-    if addr.is_ipv6() && !addr.ip().is_unspecified() {
-        sock.set_only_v6(true)?;
-    }
-    sock.set_nonblocking(true)?;
+    let sock = shared_listener_socket(addr, Type::STREAM, SockProtocol::TCP)?;
     sock.bind(&addr.into())?;
     sock.listen(BACKLOG)?;
     Ok(TcpListener::from_std(sock.into()))
@@ -202,12 +195,7 @@ impl Worker {
             let metrics = &shared.metrics;
             let turn = conn.frames(&streams.scratch[..n], |c, frame| {
                 c.last_frame = Some(now.instant);
-                let client = ClientKey {
-                    listener: c.listener,
-                    transport: Transport::Stream(c.id),
-                    addr: c.peer,
-                };
-                match server.handle_client(now, client, frame, reply, relays) {
+                match server.handle_client(now, c.client_key(), frame, reply, relays) {
                     ClientAction::None => {}
                     ClientAction::Reply(len) => {
                         if !c.queue(&reply[..len]) {
@@ -257,12 +245,8 @@ impl Worker {
             return;
         };
         let _ = self.poll.registry().deregister(&mut conn.socket);
-        let client = ClientKey {
-            listener: conn.listener,
-            transport: Transport::Stream(conn.id),
-            addr: conn.peer,
-        };
-        self.server.client_gone(&client, &mut self.relays);
+        self.server
+            .client_gone(&conn.client_key(), &mut self.relays);
         self.shared.metrics.streams.closed(reason);
         tracing::debug!(peer = %conn.peer, reason = reason.as_str(), "connection closed");
     }
@@ -277,15 +261,11 @@ impl Worker {
                 None if now.instant.duration_since(c.opened) > limits.handshake_timeout => {
                     expired.push((slot, CloseReason::HandshakeTimeout));
                 }
-                Some(t) if now.instant.duration_since(t) > limits.idle_timeout => {
-                    let client = ClientKey {
-                        listener: c.listener,
-                        transport: Transport::Stream(c.id),
-                        addr: c.peer,
-                    };
-                    if !self.server.has_allocation(&client) {
-                        expired.push((slot, CloseReason::IdleTimeout));
-                    }
+                Some(t)
+                    if now.instant.duration_since(t) > limits.idle_timeout
+                        && !self.server.has_allocation(&c.client_key()) =>
+                {
+                    expired.push((slot, CloseReason::IdleTimeout));
                 }
                 _ => {}
             }
