@@ -66,7 +66,21 @@ kubectl_bin() {
   echo "$venv/bin/kubectl"
 }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Ports below the kernel's ephemeral range and below the tests' own (tests/src/lib.rs
+# free_udp_port, 20000+): no outgoing connection can take kube-apiserver's port while
+# `restart` has it down.
+free_port() {
+  python3 -c '
+import random, socket
+while True:
+    p = random.randrange(15000, 20000)
+    try:
+        socket.socket().bind(("127.0.0.1", p))
+        print(p)
+        break
+    except OSError:
+        pass'
+}
 
 kubeconfig() { # file user cert key
   cat > "$1" <<EOF
