@@ -153,10 +153,15 @@ restart() {
 
 start() {
   command -v go >/dev/null || { log "go is required to build the fixture"; exit 2; }
+  # Test processes may start fixtures side by side: one builds, the others wait for it.
+  mkdir -p "$cache"
+  exec 9>"$cache/.k8s-build.lock"
+  flock 9
   build_apiserver
   build_etcd
   local kubectl
   kubectl=$(kubectl_bin)
+  exec 9>&-
   [ -f "$run/apiserver.pid" ] && stop
   mkdir -p "$run/pki" "$run/etcd"
   local etcd_port peer_port port

@@ -215,18 +215,35 @@ fn the_connection_cap_and_the_per_ip_rate_refuse_and_count() {
     let (port, echo2) = (free_tcp_port(), free_udp_port());
     let _peer2 = echo_peer(echo2);
     let dp = stream_dataplane(port, echo2, "maxConnectionRatePerIp: 10");
+    let started = Instant::now();
     let flood: Vec<TcpStream> = (0..60)
         .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
         .collect();
-    let limited = dp.wait_metric(
-        "turnpike_connections_refused_total{reason=\"rate_limit\"}",
-        35.0,
-        Duration::from_secs(5),
+    // Once the dataplane has decided on all 60, at most the burst plus what the bucket
+    // refilled meanwhile got in (on a loaded machine the accepts spread over more time).
+    let mut counts = (0.0, 0.0);
+    within(
+        "all 60 connections decided",
+        Duration::from_secs(10),
+        || {
+            let m = dp.metrics();
+            counts = (
+                metric(&m, "turnpike_connections_accepted_total").unwrap_or(0.0),
+                metric(
+                    &m,
+                    "turnpike_connections_refused_total{reason=\"rate_limit\"}",
+                )
+                .unwrap_or(0.0),
+            );
+            counts.0 + counts.1 >= 60.0
+        },
     );
-    let accepted = metric(&dp.metrics(), "turnpike_connections_accepted_total").unwrap_or(0.0);
+    let window = started.elapsed().as_secs_f64();
+    let (accepted, limited) = counts;
+    let most = 20.0 + 10.0 * window + 1.0;
     assert!(
-        limited >= 35.0 && accepted <= 25.0,
-        "refused {limited}, accepted {accepted}"
+        accepted >= 20.0 && accepted <= most && limited >= 60.0 - most,
+        "refused {limited}, accepted {accepted} in {window:.2} s (at most {most:.0})"
     );
     drop(flood);
     // The bucket refills: a client a moment later gets through and relays.
