@@ -941,3 +941,83 @@ fn tls_certificate_rotates_through_a_kubernetes_secret() {
     let r = relay_tls("100", "0");
     assert_eq!(r.lost, Some(0), "{}", r.output);
 }
+
+/// A TURN client of the test Gateway with REST credentials from `secret`: `Some(client)`
+/// once allocated, `None` when the dataplane answers 401.
+fn allocated_with(secret: &str) -> Option<TurnClient> {
+    let (user, pass) = turnpike_tests::rest_credentials(secret, "k8s-rotation", 3600);
+    let mut c = TurnClient::new("127.0.0.1:3478".parse().unwrap(), &user, &pass).unwrap();
+    match c.allocate() {
+        Ok(_) => Some(c),
+        Err(ClientError::Rejected { code: 401, .. }) => None,
+        Err(e) => panic!("Allocate with a REST credential: {e}"),
+    }
+}
+
+/// Rotating the TURN REST secret (the GatewayConfig's Secret) keeps credentials issued
+/// under the old one valid for maxTTL, also after the operator is replaced: the history
+/// lives in a Secret every replica reads, not in one replica's memory.
+#[test]
+fn a_rotated_auth_secret_stays_valid_across_an_operator_restart() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = Cluster::start();
+    install_operator_rbac(&c);
+    let cds = turnpike_tests::free_udp_port();
+    let mut op = Operator::start(&c, "operator-1", cds, "6s");
+    apply_file(&c, "examples/kubernetes");
+    c.apply(&endpoint_slice(&["10.251.7.2"]));
+    let (_dataplane, _) = start_dataplane(&c, cds, c.dir());
+    let rotated = "rotated-turn-secret";
+    wait_for(
+        "the dataplane to accept the secret",
+        Duration::from_secs(20),
+        || allocated_with(SECRET).map(|_| ()),
+    );
+    assert!(allocated_with(rotated).is_none(), "not the secret yet");
+
+    c.kubectl(&[
+        "patch",
+        "secret",
+        "turnpike-auth",
+        "-n",
+        "turnpike-system",
+        "--type=merge",
+        "-p",
+        &format!(r#"{{"stringData":{{"secret":"{rotated}"}}}}"#),
+    ]);
+    wait_for("the rotated secret", Duration::from_secs(10), || {
+        allocated_with(rotated).map(|_| ())
+    });
+    assert!(
+        allocated_with(SECRET).is_some(),
+        "the old secret stays valid"
+    );
+    let ledger = wait_for("the rotation ledger", Duration::from_secs(10), || {
+        c.get(&["secret", "-n", "turnpike-system", "turnpike-auth-rotation"])
+    });
+    let entry = ledger["data"]["turnpike-system.turnpike"].as_str().unwrap();
+    let entry: Value = serde_json::from_slice(&turnpike_tests::base64_decode(entry)).unwrap();
+    assert_eq!(entry["current"], rotated);
+    assert_eq!(entry["previous"][0]["secret"], SECRET);
+
+    // A new operator that never saw the rotation.
+    op.proc.signal("KILL");
+    let _ = op.proc.wait_exit(Duration::from_secs(5));
+    op = Operator::start(&c, "operator-2", cds, "6s");
+    wait_for("the new operator to lead", Duration::from_secs(15), || {
+        (op.metric("turnpike_operator_leader") == 1.0).then_some(())
+    });
+    // An endpoint only the new operator has published: the dataplane runs its config.
+    c.apply(&endpoint_slice(&["10.251.7.2", "10.251.7.3"]));
+    let mut client = allocated_with(rotated).expect("the new secret after the restart");
+    wait_for(
+        "the new operator's config on the dataplane",
+        Duration::from_secs(15),
+        || permitted(&mut client, "10.251.7.3:3480").then_some(()),
+    );
+    assert!(
+        allocated_with(SECRET).is_some(),
+        "the old secret was refused after the operator restart"
+    );
+    assert!(allocated_with("never-the-secret").is_none());
+}

@@ -22,6 +22,7 @@ use serde::de::DeserializeOwned;
 use super::certs::{AUTH_CDS_SECRET, client_secret, client_secret_current};
 use super::metrics::OperatorMetrics;
 use super::status::{Warning, plan, route_status};
+use super::writes::WriteRequest;
 use crate::cds::{AUTH_SERVICE_CN, CertificateAuthority, dataplane_cn};
 use crate::crd::GatewayConfig;
 use crate::objects::{Key, ObjectSet, key_string};
@@ -209,13 +210,14 @@ impl Context {
 
     /// Makes the API server match one render. Returns false when any write failed (the
     /// caller retries after a backoff).
-    pub async fn write(
-        &self,
-        objects: &ObjectSet,
-        rendered: &Rendered,
-        applied: &mut Applied,
-    ) -> bool {
-        let mut ok = true;
+    pub async fn write(&self, request: &WriteRequest, applied: &mut Applied) -> bool {
+        let (objects, rendered) = (&request.objects, &request.rendered);
+        // The rotation history first: it is what another replica needs should this one
+        // stop in the middle of the pass.
+        let mut ok = match &request.ledger {
+            Some(secret) => self.apply_object(&self.namespace, secret).await,
+            None => true,
+        };
         let plan = plan(objects, &rendered.status);
         for (name, st) in &plan.gateway_classes {
             let api: Api<GatewayClass> = Api::all(self.client.clone());

@@ -8,6 +8,7 @@ pub mod apply;
 pub mod certs;
 pub mod inventory;
 pub mod lease;
+pub mod ledger;
 pub mod metrics;
 pub mod status;
 pub mod watchers;
@@ -283,6 +284,9 @@ impl Reconciler<'_> {
             serving_certificates: Default::default(),
         };
         let objects = &self.inventory.objects;
+        if let Some(stored) = ledger::stored(objects, &self.opts.namespace) {
+            self.rotation.merge(&stored);
+        }
         rctx.previous_secrets = self.rotation.observe(objects, &rctx, now_unix());
         rctx.serving_certificates = self.rotation.serving_certificates();
         let started = std::time::Instant::now();
@@ -308,6 +312,7 @@ impl Reconciler<'_> {
                 objects: objects.clone(),
                 rendered,
                 trust_epoch: self.trust_epoch,
+                ledger: ledger::to_write(objects, &self.opts.namespace, &self.rotation.ledger()),
             })
         });
         self.writes.send_replace(request);

@@ -23,6 +23,8 @@ pub struct WriteRequest {
     /// Changes when what this replica applied before can no longer be trusted (a new
     /// leader term, or the periodic re-apply that undoes hand edits).
     pub trust_epoch: u64,
+    /// The secret-rotation ledger, when it changed ([`super::ledger`]).
+    pub ledger: Option<k8s_openapi::api::core::v1::Secret>,
 }
 
 /// `None` while this replica is not the leader.
@@ -48,9 +50,7 @@ pub async fn run(ctx: Arc<Context>, mut rx: watch::Receiver<Option<Arc<WriteRequ
                 epoch = Some(request.trust_epoch);
             }
             let started = std::time::Instant::now();
-            let ok = ctx
-                .write(&request.objects, &request.rendered, &mut applied)
-                .await;
+            let ok = ctx.write(&request, &mut applied).await;
             let took = started.elapsed();
             ctx.metrics.write_passes.fetch_add(1, Relaxed);
             ctx.metrics
