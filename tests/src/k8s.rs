@@ -132,6 +132,33 @@ impl Cluster {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// Freezes kube-apiserver (SIGSTOP): the kernel still accepts connections but nothing
+    /// answers, as with a wedged or partitioned API server. It runs again when the guard
+    /// drops (also when the test fails).
+    pub fn freeze_apiserver(&self) -> FrozenApiserver {
+        let pid = std::fs::read_to_string(self.dir.path().join("run/apiserver.pid")).unwrap();
+        let pid = pid.trim().to_string();
+        assert!(signal_pid(&pid, "STOP"), "kill -STOP {pid}");
+        FrozenApiserver { pid }
+    }
+}
+
+fn signal_pid(pid: &str, signal: &str) -> bool {
+    Command::new("kill")
+        .args([&format!("-{signal}"), pid])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+pub struct FrozenApiserver {
+    pid: String,
+}
+
+impl Drop for FrozenApiserver {
+    fn drop(&mut self) {
+        let _ = signal_pid(&self.pid, "CONT");
+    }
 }
 
 impl Drop for Cluster {

@@ -794,6 +794,26 @@ fn two_operator_replicas_elect_one_leader_and_hand_over() {
         "handover took {handover:?}"
     );
     let _ = replicas[leader].proc.wait_exit(Duration::from_secs(1));
+
+    // A leader whose API server stops answering steps down at its renew deadline (2/3 of
+    // the lease), before another replica could take the lease, not when a request times out.
+    let new_leader = &replicas[follower];
+    let frozen = c.freeze_apiserver();
+    let t = Instant::now();
+    wait_for(
+        "the leader to step down",
+        lease + Duration::from_secs(2),
+        || (!leading(new_leader)).then_some(()),
+    );
+    let stepped_down = t.elapsed();
+    println!("API server frozen: the leader stepped down after {stepped_down:?} (lease {lease:?})");
+    assert!(stepped_down < lease, "stepped down after {stepped_down:?}");
+    drop(frozen);
+    wait_for(
+        "leading again once the API server answers",
+        Duration::from_secs(20),
+        || leading(new_leader).then_some(()),
+    );
 }
 
 /// The conditions of one listener of the test Gateway.

@@ -173,30 +173,50 @@ impl LeaderElector {
 
     /// Runs the election until `stop` fires, reporting leadership on `tx`; releases the
     /// lease when it stops as the leader.
+    ///
+    /// A leader steps down at its renew deadline even while a renewal hangs (an API server
+    /// that accepts connections but does not answer): each attempt is cut off there, and
+    /// the loop wakes there, so it never acts as leader once another replica may.
     pub async fn run(mut self, tx: watch::Sender<bool>, mut stop: watch::Receiver<bool>) {
         let mut last_renewed: Option<Instant> = None;
         loop {
-            let leading = match self.try_acquire_or_renew().await {
-                Ok(true) => {
+            let deadline = last_renewed.map(|t| t + self.opts.renew_deadline());
+            let cut_off = deadline
+                .unwrap_or_else(|| Instant::now() + self.opts.retry_period())
+                .min(Instant::now() + self.opts.retry_period());
+            let attempt = tokio::time::timeout_at(cut_off, self.try_acquire_or_renew()).await;
+            let leading = match attempt {
+                Ok(Ok(true)) => {
                     last_renewed = Some(Instant::now());
                     true
                 }
-                Ok(false) => {
+                Ok(Ok(false)) => {
                     last_renewed = None;
                     false
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     tracing::warn!(error = %e, "lease renewal failed");
                     // Keep leading only while the lease cannot have passed to someone else.
-                    last_renewed.is_some_and(|t| t.elapsed() < self.opts.renew_deadline())
+                    deadline.is_some_and(|d| Instant::now() < d)
+                }
+                Err(_) => {
+                    tracing::warn!("lease renewal got no answer in time");
+                    deadline.is_some_and(|d| Instant::now() < d)
                 }
             };
+            if !leading {
+                last_renewed = None;
+            }
             if *tx.borrow() != leading {
                 tracing::info!(identity = %self.opts.identity, leading, "leadership changed");
                 let _ = tx.send(leading);
             }
+            let mut wake = Instant::now() + self.next_check();
+            if let Some(t) = last_renewed {
+                wake = wake.min(t + self.opts.renew_deadline());
+            }
             tokio::select! {
-                _ = tokio::time::sleep(self.next_check()) => {}
+                _ = tokio::time::sleep_until(wake) => {}
                 _ = stop.changed() => break,
             }
         }

@@ -192,7 +192,7 @@ pub async fn run(opts: OperatorOptions) -> Result<(), OperatorError> {
         ca,
     });
     let (write_tx, write_rx) = watch::channel(None);
-    let writes = tokio::spawn(writes::run(ctx, write_rx));
+    let writes = tokio::spawn(writes::run(ctx, write_rx, leader_rx.clone()));
     let mut state = Reconciler {
         opts: &opts,
         metrics: &metrics,

@@ -30,8 +30,13 @@ pub struct WriteRequest {
 /// `None` while this replica is not the leader.
 pub type WriteSender = watch::Sender<Option<Arc<WriteRequest>>>;
 
-/// Runs until the sender is dropped.
-pub async fn run(ctx: Arc<Context>, mut rx: watch::Receiver<Option<Arc<WriteRequest>>>) {
+/// Runs until the sender is dropped. A pass in flight when `leader` turns false is
+/// abandoned: the next leader may already be writing, and ours would be stale.
+pub async fn run(
+    ctx: Arc<Context>,
+    mut rx: watch::Receiver<Option<Arc<WriteRequest>>>,
+    mut leader: watch::Receiver<bool>,
+) {
     let mut applied = Applied::new();
     let mut epoch = None;
     let mut retry = RETRY_MIN;
@@ -50,7 +55,15 @@ pub async fn run(ctx: Arc<Context>, mut rx: watch::Receiver<Option<Arc<WriteRequ
                 epoch = Some(request.trust_epoch);
             }
             let started = std::time::Instant::now();
-            let ok = ctx.write(&request, &mut applied).await;
+            let pass = tokio::select! {
+                ok = ctx.write(&request, &mut applied) => Some(ok),
+                _ = leader.wait_for(|leading| !*leading) => None,
+            };
+            let Some(ok) = pass else {
+                tracing::info!("leadership lost: write pass abandoned");
+                applied.clear();
+                break;
+            };
             let took = started.elapsed();
             ctx.metrics.write_passes.fetch_add(1, Relaxed);
             ctx.metrics
