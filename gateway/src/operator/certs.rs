@@ -82,6 +82,19 @@ pub async fn load_or_create_ca(
     }
 }
 
+/// Name, namespace and our managed-by label: every Secret the operator writes has them.
+pub fn managed_secret_meta(name: &str, ns: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some(ns.into()),
+        labels: Some(BTreeMap::from([(
+            MANAGED_BY_LABEL.to_string(),
+            MANAGED_BY.to_string(),
+        )])),
+        ..Default::default()
+    }
+}
+
 fn tls_secret(
     name: &str,
     ns: &str,
@@ -98,16 +111,10 @@ fn tls_secret(
     ]);
     Secret {
         metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some(ns.into()),
-            labels: Some(BTreeMap::from([(
-                MANAGED_BY_LABEL.to_string(),
-                MANAGED_BY.to_string(),
-            )])),
             annotations: identity
                 .map(|i| BTreeMap::from([(IDENTITY_ANNOTATION.to_string(), i.to_string())])),
             owner_references: owner.map(|o| vec![o]),
-            ..Default::default()
+            ..managed_secret_meta(name, ns)
         },
         type_: Some("kubernetes.io/tls".into()),
         data: Some(data),

@@ -8,10 +8,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use super::certs::managed_secret_meta;
 use crate::objects::ObjectSet;
-use crate::render::{MANAGED_BY, MANAGED_BY_LABEL};
 use crate::rotation::Ledger;
 
 pub const LEDGER_SECRET: &str = "turnpike-auth-rotation";
@@ -44,17 +43,44 @@ pub fn to_write(objects: &ObjectSet, ns: &str, wanted: &Ledger) -> Option<Secret
         .map(|(k, v)| (k, ByteString(v)))
         .collect();
     Some(Secret {
-        metadata: ObjectMeta {
-            name: Some(LEDGER_SECRET.into()),
-            namespace: Some(ns.into()),
-            labels: Some(BTreeMap::from([(
-                MANAGED_BY_LABEL.to_string(),
-                MANAGED_BY.to_string(),
-            )])),
-            ..Default::default()
-        },
+        metadata: managed_secret_meta(LEDGER_SECRET, ns),
         type_: Some("Opaque".into()),
         data: Some(data),
         ..Default::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rotation::{LedgerEntry, LedgerSecret};
+
+    fn ledger(current: &str) -> Ledger {
+        let entry = LedgerEntry {
+            current: current.into(),
+            previous: vec![LedgerSecret {
+                secret: "old".into(),
+                until: 100,
+            }],
+        };
+        Ledger {
+            configs: BTreeMap::from([(("sys".into(), "cfg".into()), entry)]),
+        }
+    }
+
+    #[test]
+    fn written_only_when_the_history_changed() {
+        let mut objects = ObjectSet::default();
+        assert!(to_write(&objects, "sys", &Ledger::default()).is_none());
+        let secret = to_write(&objects, "sys", &ledger("new")).expect("a first ledger");
+        assert_eq!(secret.metadata.name.as_deref(), Some(LEDGER_SECRET));
+        objects
+            .secrets
+            .insert(("sys".into(), LEDGER_SECRET.into()), secret);
+        assert_eq!(stored(&objects, "sys"), Some(ledger("new")));
+        assert!(to_write(&objects, "sys", &ledger("new")).is_none());
+        assert!(to_write(&objects, "sys", &ledger("newer")).is_some());
+        // Another namespace's Secret of that name is not ours.
+        assert!(stored(&objects, "other").is_none());
+    }
 }
