@@ -180,14 +180,17 @@ impl LeaderElector {
     pub async fn run(mut self, tx: watch::Sender<bool>, mut stop: watch::Receiver<bool>) {
         let mut last_renewed: Option<Instant> = None;
         loop {
+            // A leader's attempt may take until its deadline (a slow answer that renews is
+            // still a renewal); a follower's is retried after a period.
             let deadline = last_renewed.map(|t| t + self.opts.renew_deadline());
-            let cut_off = deadline
-                .unwrap_or_else(|| Instant::now() + self.opts.retry_period())
-                .min(Instant::now() + self.opts.retry_period());
+            let cut_off = deadline.unwrap_or_else(|| Instant::now() + self.opts.retry_period());
+            let started = Instant::now();
             let attempt = tokio::time::timeout_at(cut_off, self.try_acquire_or_renew()).await;
             let leading = match attempt {
                 Ok(Ok(true)) => {
-                    last_renewed = Some(Instant::now());
+                    // Counted from the request, not the answer: the record was written in
+                    // between, so other replicas' expiry is never earlier than ours.
+                    last_renewed = Some(started);
                     true
                 }
                 Ok(Ok(false)) => {
