@@ -8,7 +8,7 @@ use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::gateways::Gateway;
 use gateway_api::referencegrants::ReferenceGrant;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Resource;
 
@@ -41,6 +41,9 @@ pub struct ObjectSet {
     pub static_services: BTreeMap<Key, StaticService>,
     pub secrets: BTreeMap<Key, Secret>,
     pub reference_grants: BTreeMap<Key, ReferenceGrant>,
+    /// Cluster-scoped, keyed by name: their labels, for listeners' `allowedRoutes`
+    /// namespace selectors.
+    pub namespaces: BTreeMap<String, Namespace>,
     /// The managed dataplane Deployments as they are in the cluster (operator only): a
     /// Deployment keeps the image it was created with unless GatewayConfig names one, so
     /// an operator upgrade never rolls the dataplanes.
@@ -48,6 +51,18 @@ pub struct ObjectSet {
 }
 
 impl ObjectSet {
+    /// The labels of namespace `ns`, with the `kubernetes.io/metadata.name` label the API
+    /// server sets on every namespace (also for a namespace no YAML file declares).
+    pub fn namespace_labels(&self, ns: &str) -> BTreeMap<String, String> {
+        let mut labels = self
+            .namespaces
+            .get(ns)
+            .and_then(|n| n.metadata.labels.clone())
+            .unwrap_or_default();
+        labels.insert("kubernetes.io/metadata.name".into(), ns.into());
+        labels
+    }
+
     /// The value of `key` in Secret `ns/name` (from `data`, or `stringData` as written in
     /// a YAML file).
     pub fn secret_value(&self, ns: &str, name: &str, key: &str) -> Option<String> {

@@ -1041,3 +1041,50 @@ fn a_rotated_auth_secret_stays_valid_across_an_operator_restart() {
     );
     assert!(allocated_with("never-the-secret").is_none());
 }
+
+/// `allowedRoutes.namespaces.from: Selector`: a route attaches once its namespace gets the
+/// label the listener selects, and the operator follows namespace label edits.
+#[test]
+fn a_listener_selects_route_namespaces_by_label() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = Cluster::start();
+    install_operator_rbac(&c);
+    let _op = Operator::start(&c, "operator-1", 0, "6s");
+    apply_file(&c, "examples/kubernetes");
+    c.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: team-a}\n");
+    c.apply(concat!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: selective, namespace: media}\n",
+        "spec:\n  gatewayClassName: turnpike\n  listeners:\n  - name: udp\n    protocol: TURN-UDP\n    port: 3478\n",
+        "    allowedRoutes:\n      namespaces:\n        from: Selector\n        selector: {matchLabels: {turnpike.dev/media: \"true\"}}\n",
+        "---\napiVersion: v1\nkind: Service\nmetadata: {name: media, namespace: team-a}\n",
+        "spec:\n  ports: [{name: rtp, port: 5000, protocol: UDP}]\n",
+        "---\napiVersion: gateway.networking.k8s.io/v1alpha2\nkind: UDPRoute\nmetadata: {name: media, namespace: team-a}\n",
+        "spec:\n  parentRefs: [{name: selective, namespace: media}]\n  rules: [{backendRefs: [{name: media, port: 5000}]}]\n",
+    ));
+    wait_for("the route refused", Duration::from_secs(20), || {
+        is(
+            route_condition(&c, "team-a", "media", "Accepted"),
+            "False",
+            "NotAllowedByListeners",
+        )
+        .then_some(())
+    });
+    c.kubectl(&["label", "namespace", "team-a", "turnpike.dev/media=true"]);
+    wait_for("the route attached", Duration::from_secs(20), || {
+        is(
+            route_condition(&c, "team-a", "media", "Accepted"),
+            "True",
+            "Accepted",
+        )
+        .then_some(())
+    });
+    c.kubectl(&["label", "namespace", "team-a", "turnpike.dev/media-"]);
+    wait_for("the route refused again", Duration::from_secs(20), || {
+        is(
+            route_condition(&c, "team-a", "media", "Accepted"),
+            "False",
+            "NotAllowedByListeners",
+        )
+        .then_some(())
+    });
+}

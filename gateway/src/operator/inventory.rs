@@ -22,10 +22,11 @@ pub enum Kind {
     StaticService,
     Secret,
     Deployment,
+    Namespace,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::GatewayClass,
         Kind::GatewayConfig,
         Kind::Gateway,
@@ -36,6 +37,7 @@ impl Kind {
         Kind::StaticService,
         Kind::Secret,
         Kind::Deployment,
+        Kind::Namespace,
     ];
 }
 
@@ -84,6 +86,7 @@ fn meta_of(o: &Object) -> &kube::api::ObjectMeta {
         Object::StaticService(x) => &x.metadata,
         Object::Secret(x) => &x.metadata,
         Object::Deployment(x) => &x.metadata,
+        Object::Namespace(x) => &x.metadata,
     }
 }
 
@@ -99,6 +102,7 @@ pub fn kind_of(o: &Object) -> Kind {
         Object::StaticService(_) => Kind::StaticService,
         Object::Secret(_) => Kind::Secret,
         Object::Deployment(_) => Kind::Deployment,
+        Object::Namespace(_) => Kind::Namespace,
     }
 }
 
@@ -144,6 +148,10 @@ fn upsert(set: &mut ObjectSet, o: Object) {
         Object::Deployment(v) => {
             set.deployments.insert(key_of(&*v), *v);
         }
+        Object::Namespace(v) => {
+            let name = v.metadata.name.clone().unwrap_or_default();
+            set.namespaces.insert(name, *v);
+        }
     }
 }
 
@@ -159,6 +167,7 @@ fn remove(set: &mut ObjectSet, kind: Kind, k: &Key) -> bool {
         Kind::StaticService => set.static_services.remove(k).is_some(),
         Kind::Secret => set.secrets.remove(k).is_some(),
         Kind::Deployment => set.deployments.remove(k).is_some(),
+        Kind::Namespace => set.namespaces.remove(&k.1).is_some(),
     }
 }
 
@@ -176,6 +185,7 @@ fn replace_kind(to: &mut ObjectSet, from: &mut ObjectSet, kind: Kind) {
         Kind::StaticService => to.static_services = take(&mut from.static_services),
         Kind::Secret => to.secrets = take(&mut from.secrets),
         Kind::Deployment => to.deployments = take(&mut from.deployments),
+        Kind::Namespace => to.namespaces = take(&mut from.namespaces),
     }
 }
 

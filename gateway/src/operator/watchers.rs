@@ -14,7 +14,7 @@ use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::gateways::Gateway;
 use gateway_api::referencegrants::ReferenceGrant;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::WatchStreamExt as _;
 use kube::runtime::utils::ResetTimerBackoff;
@@ -100,6 +100,15 @@ pub fn spawn_all(
             all(),
             Kind::GatewayClass,
             Object::GatewayClass,
+            tx.clone(),
+            m(),
+        ),
+        // Labels only matter, for listeners' allowedRoutes namespace selectors.
+        spawn(
+            Api::<Namespace>::all(c()),
+            all(),
+            Kind::Namespace,
+            Object::Namespace,
             tx.clone(),
             m(),
         ),

@@ -7,6 +7,7 @@ mod conditions;
 mod endpoints;
 mod managed;
 mod params;
+mod selector;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,8 +17,9 @@ use gateway_api::experimental::udproutes::{
 };
 use gateway_api::gatewayclasses::GatewayClassStatus;
 use gateway_api::gateways::{
-    Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom, GatewayStatus,
-    GatewayStatusAddresses, GatewayStatusListeners, GatewayStatusListenersSupportedKinds,
+    Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom,
+    GatewayListenersAllowedRoutesNamespacesSelector, GatewayStatus, GatewayStatusAddresses,
+    GatewayStatusListeners, GatewayStatusListenersSupportedKinds,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use turnpike_dataplane::cds::{AuthServiceConfig, GatewaySnapshot};
@@ -125,6 +127,8 @@ struct ValidListener {
     /// The listener's `hostname`: what a `turns:` URI must name.
     hostname: Option<String>,
     allowed_from: GatewayListenersAllowedRoutesNamespacesFrom,
+    /// For `from: Selector`; none selects no namespace.
+    namespace_selector: Option<GatewayListenersAllowedRoutesNamespacesSelector>,
     allows_udproute: bool,
 }
 
@@ -464,6 +468,11 @@ fn check_listeners(
                     .and_then(|a| a.namespaces.as_ref())
                     .and_then(|n| n.from.clone())
                     .unwrap_or(GatewayListenersAllowedRoutesNamespacesFrom::Same),
+                namespace_selector: l
+                    .allowed_routes
+                    .as_ref()
+                    .and_then(|a| a.namespaces.as_ref())
+                    .and_then(|n| n.selector.clone()),
                 allows_udproute,
             });
         }
@@ -624,14 +633,17 @@ fn attach_route(
                 },
             ))
         } else {
+            let route_ns_labels = objects.namespace_labels(&rk.0);
             let allowed: Vec<String> = candidates
                 .iter()
                 .filter(|l| l.allows_udproute)
                 .filter(|l| match l.allowed_from {
                     GatewayListenersAllowedRoutesNamespacesFrom::All => true,
                     GatewayListenersAllowedRoutesNamespacesFrom::Same => rk.0 == gk.0,
-                    // Namespace labels are not among the objects this renderer reads.
-                    GatewayListenersAllowedRoutesNamespacesFrom::Selector => false,
+                    GatewayListenersAllowedRoutesNamespacesFrom::Selector => l
+                        .namespace_selector
+                        .as_ref()
+                        .is_some_and(|s| selector::selects(s, &route_ns_labels)),
                 })
                 .map(|l| l.name.clone())
                 .collect();

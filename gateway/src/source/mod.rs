@@ -10,7 +10,7 @@ use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::gateways::Gateway;
 use gateway_api::referencegrants::ReferenceGrant;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Resource;
 use serde::Deserialize;
@@ -54,6 +54,7 @@ pub enum Object {
     Secret(Box<Secret>),
     GatewayConfig(Box<GatewayConfig>),
     StaticService(Box<StaticService>),
+    Namespace(Box<Namespace>),
     /// A managed dataplane Deployment (from the API server only, never from YAML).
     Deployment(Box<Deployment>),
 }
@@ -125,6 +126,7 @@ pub fn parse_documents(file: &str, text: &str) -> Result<Vec<(usize, Object)>, L
             }
             ("", "Service") => Object::Service(typed(value, &err, true)?),
             ("", "Secret") => Object::Secret(typed(value, &err, true)?),
+            ("", "Namespace") => Object::Namespace(typed(value, &err, false)?),
             ("discovery.k8s.io", "EndpointSlice") => {
                 Object::EndpointSlice(typed(value, &err, true)?)
             }
@@ -186,6 +188,14 @@ impl ObjectSet {
             Object::Secret(s) => put(&mut self.secrets, "Secret", *s),
             Object::GatewayConfig(g) => put(&mut self.gateway_configs, "GatewayConfig", *g),
             Object::StaticService(s) => put(&mut self.static_services, "StaticService", *s),
+            Object::Namespace(n) => {
+                let name = n.metadata.name.clone().unwrap_or_default();
+                if self.namespaces.contains_key(&name) {
+                    return Err(format!("Namespace {name} is defined twice"));
+                }
+                self.namespaces.insert(name, *n);
+                Ok(())
+            }
             Object::Deployment(d) => put(&mut self.deployments, "Deployment", *d),
         }
     }
