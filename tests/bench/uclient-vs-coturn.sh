@@ -102,14 +102,21 @@ declare -A pk cpu lost rtt
 for name in turnpike coturn; do pk[$name]=0; cpu[$name]=0; lost[$name]=0; rtt[$name]=0; done
 
 run_one() { # name pid port
-  local name=$1 pid=$2 port=$3 before after out l r
-  before=$(cpu_ticks "$pid")
-  out=$(timeout 600 turnutils_uclient "${uflags[@]}" -p "$port" -e 127.0.0.1 -r "$peer" -m "$clients" \
-        -n "$messages" -l "$size" -z "$pace" -c -X -W "$secret" 127.0.0.1 2>&1 || true)
-  after=$(cpu_ticks "$pid")
-  l=$(sed -n 's/.*Total lost packets \([0-9]*\).*/\1/p' <<<"$out" | tail -1)
-  r=$(sed -n 's/.*Average round trip delay \([0-9.]*\) ms.*/\1/p' <<<"$out" | tail -1)
-  if [ -z "$l" ]; then echo "$name: uclient failed:" >&2; tail -5 <<<"$out" >&2; exit 1; fi
+  local name=$1 pid=$2 port=$3 before after out l r attempt
+  # A round whose uclient run fails is run again once, with the failure printed: seen
+  # once over TLS, uclient gave up on a ChannelBind answered 400 (channel bound
+  # differently). A second failure stops the benchmark.
+  for attempt in 1 2; do
+    before=$(cpu_ticks "$pid")
+    out=$(timeout 600 turnutils_uclient "${uflags[@]}" -p "$port" -e 127.0.0.1 -r "$peer" -m "$clients" \
+          -n "$messages" -l "$size" -z "$pace" -c -X -W "$secret" 127.0.0.1 2>&1 || true)
+    after=$(cpu_ticks "$pid")
+    l=$(sed -n 's/.*Total lost packets \([0-9]*\).*/\1/p' <<<"$out" | tail -1)
+    r=$(sed -n 's/.*Average round trip delay \([0-9.]*\) ms.*/\1/p' <<<"$out" | tail -1)
+    [ -n "$l" ] && break
+    echo "$name: uclient failed (attempt $attempt):" >&2; tail -5 <<<"$out" >&2
+    [ "$attempt" -eq 2 ] && exit 1
+  done
   lost[$name]=$((lost[$name] + l))
   rtt[$name]=$(python3 -c "print(${rtt[$name]} + $r)")
   cpu[$name]=$((cpu[$name] + after - before))
