@@ -1061,30 +1061,19 @@ fn a_listener_selects_route_namespaces_by_label() {
         "---\napiVersion: gateway.networking.k8s.io/v1alpha2\nkind: UDPRoute\nmetadata: {name: media, namespace: team-a}\n",
         "spec:\n  parentRefs: [{name: selective, namespace: media}]\n  rules: [{backendRefs: [{name: media, port: 5000}]}]\n",
     ));
-    wait_for("the route refused", Duration::from_secs(20), || {
-        is(
-            route_condition(&c, "team-a", "media", "Accepted"),
-            "False",
-            "NotAllowedByListeners",
-        )
-        .then_some(())
-    });
+    let accepted = |what: &str, status: &str, reason: &str| {
+        wait_for(what, Duration::from_secs(20), || {
+            is(
+                route_condition(&c, "team-a", "media", "Accepted"),
+                status,
+                reason,
+            )
+            .then_some(())
+        })
+    };
+    accepted("the route refused", "False", "NotAllowedByListeners");
     c.kubectl(&["label", "namespace", "team-a", "turnpike.dev/media=true"]);
-    wait_for("the route attached", Duration::from_secs(20), || {
-        is(
-            route_condition(&c, "team-a", "media", "Accepted"),
-            "True",
-            "Accepted",
-        )
-        .then_some(())
-    });
+    accepted("the route attached", "True", "Accepted");
     c.kubectl(&["label", "namespace", "team-a", "turnpike.dev/media-"]);
-    wait_for("the route refused again", Duration::from_secs(20), || {
-        is(
-            route_condition(&c, "team-a", "media", "Accepted"),
-            "False",
-            "NotAllowedByListeners",
-        )
-        .then_some(())
-    });
+    accepted("the route refused again", "False", "NotAllowedByListeners");
 }

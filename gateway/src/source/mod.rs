@@ -171,15 +171,21 @@ impl ObjectSet {
             map.insert(k, v);
             Ok(())
         }
-        match o {
-            Object::GatewayClass(c) => {
-                let name = c.metadata.name.clone().unwrap_or_default();
-                if self.gateway_classes.contains_key(&name) {
-                    return Err(format!("GatewayClass {name} is defined twice"));
-                }
-                self.gateway_classes.insert(name, *c);
-                Ok(())
+        /// Cluster-scoped kinds, keyed by name.
+        fn put_named<V: Resource>(
+            map: &mut std::collections::BTreeMap<String, V>,
+            kind: &str,
+            v: V,
+        ) -> Result<(), String> {
+            let name = v.meta().name.clone().unwrap_or_default();
+            if map.contains_key(&name) {
+                return Err(format!("{kind} {name} is defined twice"));
             }
+            map.insert(name, v);
+            Ok(())
+        }
+        match o {
+            Object::GatewayClass(c) => put_named(&mut self.gateway_classes, "GatewayClass", *c),
             Object::Gateway(g) => put(&mut self.gateways, "Gateway", *g),
             Object::UdpRoute(r) => put(&mut self.udp_routes, "UDPRoute", *r),
             Object::ReferenceGrant(r) => put(&mut self.reference_grants, "ReferenceGrant", *r),
@@ -188,14 +194,7 @@ impl ObjectSet {
             Object::Secret(s) => put(&mut self.secrets, "Secret", *s),
             Object::GatewayConfig(g) => put(&mut self.gateway_configs, "GatewayConfig", *g),
             Object::StaticService(s) => put(&mut self.static_services, "StaticService", *s),
-            Object::Namespace(n) => {
-                let name = n.metadata.name.clone().unwrap_or_default();
-                if self.namespaces.contains_key(&name) {
-                    return Err(format!("Namespace {name} is defined twice"));
-                }
-                self.namespaces.insert(name, *n);
-                Ok(())
-            }
+            Object::Namespace(n) => put_named(&mut self.namespaces, "Namespace", *n),
             Object::Deployment(d) => put(&mut self.deployments, "Deployment", *d),
         }
     }
