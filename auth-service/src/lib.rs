@@ -47,7 +47,19 @@ pub async fn follow(gateways: Arc<http::Gateways>, mut events: mpsc::Receiver<Cd
 
 /// Serves the API on `addr` until the process ends.
 pub async fn serve(addr: SocketAddr, state: http::AppState) -> std::io::Result<()> {
+    serve_until(addr, state, std::future::pending()).await
+}
+
+/// Serves the API on `addr` until `shutdown` completes, then finishes the requests in
+/// flight (a pod's SIGTERM: the endpoint is already being removed from the Service).
+pub async fn serve_until(
+    addr: SocketAddr,
+    state: http::AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "auth service listening");
-    axum::serve(listener, http::router(state)).await
+    axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }

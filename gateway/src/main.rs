@@ -47,6 +47,15 @@ enum Command {
     /// Mint an HS256 token for the auth service from a directory's GatewayConfig (for
     /// trying things out; application servers mint their own).
     Token(TokenArgs),
+    /// A UDP echo backend: reflects every datagram to its sender (for tests and demos).
+    Echo(EchoArgs),
+}
+
+#[derive(clap::Args)]
+struct EchoArgs {
+    /// Where to listen (repeat for several ports, e.g. RTP and RTCP).
+    #[arg(long, required = true, env = "TURNPIKE_ECHO_LISTEN", value_delimiter = ',')]
+    listen: Vec<SocketAddr>,
 }
 
 #[derive(clap::Args)]
@@ -69,6 +78,10 @@ struct OperatorArgs {
     /// Image of new dataplane Deployments whose GatewayConfig names none.
     #[arg(long, env = "TURNPIKE_DATAPLANE_IMAGE", default_value = DEFAULT_IMAGE)]
     dataplane_image: String,
+    /// imagePullPolicy of new dataplane Deployments whose GatewayConfig names none
+    /// (default: Kubernetes' own, IfNotPresent unless the tag is `latest`).
+    #[arg(long, env = "TURNPIKE_DATAPLANE_IMAGE_PULL_POLICY", value_enum)]
+    dataplane_image_pull_policy: Option<turnpike_gateway::crd::PullPolicy>,
     /// Admin address: /livez, /readyz, /metrics, /status.
     #[arg(long, env = "TURNPIKE_ADMIN_ADDRESS", default_value = "0.0.0.0:8081")]
     admin: SocketAddr,
@@ -336,6 +349,14 @@ fn main() -> anyhow::Result<()> {
                 turnpike_gateway::token::mint(&a.dir, &a.sub, a.ttl).map_err(anyhow::Error::msg)?;
             println!("{token}");
         }
+        Command::Echo(a) => {
+            let bound = turnpike_gateway::echo::start(&a.listen).context("turnpike echo")?;
+            for addr in bound {
+                tracing::info!(%addr, "echoing UDP");
+            }
+            // As PID 1 in a container nothing ends the process on SIGTERM unless it does.
+            rt.block_on(terminated())?;
+        }
         Command::Auth(a) => {
             let opts = a
                 .cds_tls
@@ -344,7 +365,13 @@ fn main() -> anyhow::Result<()> {
                 let events = turnpike_dataplane::cds::client::subscribe(opts)?;
                 let state = turnpike_auth::http::AppState::new();
                 tokio::spawn(turnpike_auth::follow(state.gateways.clone(), events));
-                turnpike_auth::serve(a.listen, state).await?;
+                turnpike_auth::serve_until(a.listen, state, async {
+                    if let Err(e) = terminated().await {
+                        tracing::error!(error = %e, "no SIGTERM handler; serving until killed");
+                        std::future::pending::<()>().await;
+                    }
+                })
+                .await?;
                 anyhow::Ok(())
             })
             .context("auth service")?;
@@ -368,6 +395,18 @@ fn main() -> anyhow::Result<()> {
             ))
             .context("dataplane")?;
         }
+    }
+    Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT: as PID 1 in a container nothing ends the process on
+/// SIGTERM unless it does so itself.
+async fn terminated() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
     }
     Ok(())
 }
@@ -405,6 +444,7 @@ fn operator_options(a: OperatorArgs) -> turnpike_gateway::operator::OperatorOpti
         cds_listen: a.cds_listen,
         cds_server_names: names,
         dataplane_image: a.dataplane_image,
+        dataplane_image_pull_policy: a.dataplane_image_pull_policy,
         admin: a.admin,
         lease_name: "turnpike-operator".into(),
         lease_duration: a.lease_duration,

@@ -219,6 +219,7 @@ stringData: {secret: SECRET}
             ),
             standalone: false,
             dataplane_image: String::new(),
+            dataplane_image_pull_policy: None,
             cds_address: String::new(),
             previous_secrets: BTreeMap::new(),
             serving_certificates: Default::default(),

@@ -76,6 +76,8 @@ pub struct OperatorOptions {
     pub cds_server_names: Vec<String>,
     /// Image for new dataplane Deployments whose GatewayConfig names none.
     pub dataplane_image: String,
+    /// `imagePullPolicy` of new dataplane Deployments whose GatewayConfig names none.
+    pub dataplane_image_pull_policy: Option<crate::crd::PullPolicy>,
     /// `/livez`, `/readyz`, `/metrics`, `/status`.
     pub admin: SocketAddr,
     pub lease_name: String,
@@ -279,6 +281,7 @@ impl Reconciler<'_> {
             now: crate::standalone::now_time(),
             standalone: false,
             dataplane_image: self.opts.dataplane_image.clone(),
+            dataplane_image_pull_policy: self.opts.dataplane_image_pull_policy,
             cds_address: self.opts.cds_address.clone(),
             previous_secrets: BTreeMap::new(),
             serving_certificates: Default::default(),

@@ -278,6 +278,7 @@ mod tests {
             now: Time(k8s_openapi::jiff::Timestamp::from_second(second).unwrap()),
             standalone: false,
             dataplane_image: "img".into(),
+            dataplane_image_pull_policy: None,
             cds_address: "cds:13478".into(),
             previous_secrets: Default::default(),
             serving_certificates: Default::default(),

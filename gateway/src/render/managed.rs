@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 use gateway_api::gateways::Gateway;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
-    SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EnvVar, HTTPGetAction, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Service,
+    ServicePort, ServiceSpec, Sysctl, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -28,6 +29,8 @@ const CDS_CERT_DIR: &str = "/etc/turnpike/cds";
 /// Long calls keep relaying while a pod drains; the kubelet's grace period is a bit longer.
 const TERMINATION_GRACE_SECONDS: i64 = 3600;
 const DRAIN_TIMEOUT: &str = "3570s";
+/// The image's non-root user (tests/image/rootfs.sh).
+const RUN_AS_USER: i64 = 65532;
 
 /// The Secret holding Gateway `name`'s CDS client certificate (in the Gateway's namespace).
 pub fn cds_secret_name(gateway: &str) -> String {
@@ -99,11 +102,11 @@ pub fn managed_resources(
     }
     // An image named in GatewayConfig wins; otherwise the one the Deployment already runs,
     // and only a new Deployment gets the operator's default.
-    let running_image = existing
+    let running = existing
         .and_then(|d| d.spec.as_ref())
         .and_then(|s| s.template.spec.as_ref())
-        .and_then(|s| s.containers.iter().find(|c| c.name == "dataplane"))
-        .and_then(|c| c.image.clone());
+        .and_then(|s| s.containers.iter().find(|c| c.name == "dataplane"));
+    let running_image = running.and_then(|c| c.image.clone());
     let image = dp
         .image
         .clone()
@@ -118,10 +121,16 @@ pub fn managed_resources(
         period_seconds: Some(5),
         ..Default::default()
     };
+    // GatewayConfig's, else the operator's, else Kubernetes' default (IfNotPresent).
+    let image_pull_policy = dp
+        .image_pull_policy
+        .or(ctx.dataplane_image_pull_policy)
+        .map(|p| p.as_str().to_string());
     let transport = |p: Protocol| if p == Protocol::TurnUdp { "UDP" } else { "TCP" };
     let container = Container {
         name: "dataplane".into(),
         image: Some(image),
+        image_pull_policy,
         args: Some(vec!["dataplane".into()]),
         env: Some(envs),
         volume_mounts: Some(vec![VolumeMount {
@@ -144,6 +153,15 @@ pub fn managed_resources(
         readiness_probe: Some(probe("/readyz")),
         liveness_probe: Some(probe("/livez")),
         resources: dp.resources.clone(),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     let deployment = Deployment {
@@ -161,6 +179,9 @@ pub fn managed_resources(
                 }),
                 spec: Some(PodSpec {
                     containers: vec![container],
+                    security_context: Some(pod_security(listeners)),
+                    // The dataplane reads nothing from the API server.
+                    automount_service_account_token: Some(false),
                     termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
                     volumes: Some(vec![Volume {
                         name: "cds-client".into(),
@@ -212,6 +233,31 @@ pub fn managed_resources(
     Managed {
         deployment,
         service,
+    }
+}
+
+/// Non-root with the runtime's default seccomp profile. A listener below 1024 (TURN-TLS on
+/// 443) is bound through the pod's own `net.ipv4.ip_unprivileged_port_start`, a sysctl
+/// Kubernetes counts as safe (namespaced to the pod's network): a capability would not
+/// do, since a non-root process does not keep an added NET_BIND_SERVICE across exec.
+fn pod_security(listeners: &[(String, Protocol, u16)]) -> PodSecurityContext {
+    let lowest = listeners.iter().map(|(_, _, port)| *port).min();
+    let sysctls = lowest.filter(|p| *p < 1024).map(|p| {
+        vec![Sysctl {
+            name: "net.ipv4.ip_unprivileged_port_start".into(),
+            value: p.to_string(),
+        }]
+    });
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS_USER),
+        run_as_group: Some(RUN_AS_USER),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..Default::default()
+        }),
+        sysctls,
+        ..Default::default()
     }
 }
 

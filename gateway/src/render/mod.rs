@@ -48,6 +48,7 @@ pub struct RenderContext {
     pub standalone: bool,
     /// Image and CDS address for managed dataplane Deployments.
     pub dataplane_image: String,
+    pub dataplane_image_pull_policy: Option<crate::crd::PullPolicy>,
     pub cds_address: String,
     /// Secrets rotated out of each GatewayConfig that issued credentials may still use.
     pub previous_secrets: BTreeMap<Key, Vec<String>>,

@@ -42,6 +42,7 @@ fn main() {
         now: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()),
         standalone: false,
         dataplane_image: "turnpike".into(),
+        dataplane_image_pull_policy: None,
         cds_address: "cds:13478".into(),
         previous_secrets: Default::default(),
         serving_certificates: Default::default(),
