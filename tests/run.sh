@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Runs Turnpike's whole test suite on a fresh machine. It installs what the tests need
-# (Debian's coturn, Chromium and wrk, a Python venv with aioice/aiortc under ~/.cache,
-# playwright-core from npm),
-# checks formatting and lints, builds the release binary, and runs every test: the
-# protocol core, RFC 5769 vectors, the fuzz corpora, and the end-to-end tests with real
-# third-party clients on 127.0.0.1. Finally it runs a short side-by-side benchmark
-# against coturn and the control-plane benchmarks (TURNPIKE_SKIP_BENCH=1 leaves them out).
+# (Debian's coturn, Chromium, wrk, buildah/podman, runc, the CNI plugins and nftables, a
+# Python venv with aioice/aiortc under ~/.cache, playwright-core from npm, and the
+# Kubernetes, containerd, CoreDNS and helm binaries built from their Go modules, cached),
+# checks formatting and lints, builds the release binary and the image, and runs every
+# test: the protocol core, RFC 5769 vectors, the fuzz corpora, the end-to-end tests with
+# real third-party clients on 127.0.0.1, the Kubernetes API suite and the single-node
+# cluster suite. Finally it runs a short side-by-side benchmark against coturn and the
+# control-plane benchmarks (TURNPIKE_SKIP_BENCH=1 leaves them out). Every stage's time is
+# printed at its end and summed up last.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -13,7 +16,12 @@ cd "$root"
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/turnpike"
 mkdir -p "$cache"
 
-step() { printf '\n==> %s\n' "$*"; }
+stage_start=$SECONDS stage_name="" timings=()
+step() {
+  [ -n "$stage_name" ] && timings+=("$(printf '%5ds  %s' $((SECONDS - stage_start)) "$stage_name")")
+  stage_name=$* stage_start=$SECONDS
+  printf '\n==> %s\n' "$*"
+}
 sudo_cmd=()
 [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
 
@@ -24,6 +32,15 @@ command -v wrk >/dev/null 2>&1 || packages+=(wrk)
 command -v python3 >/dev/null 2>&1 || packages+=(python3 python3-venv)
 command -v ip >/dev/null 2>&1 || packages+=(iproute2)
 command -v openssl >/dev/null 2>&1 || packages+=(openssl)
+# The image and the single-node cluster.
+command -v buildah >/dev/null 2>&1 || packages+=(buildah)
+command -v podman >/dev/null 2>&1 || packages+=(podman)
+[ -x /usr/sbin/runc ] || packages+=(runc)
+[ -x /usr/lib/cni/bridge ] || packages+=(containernetworking-plugins)
+command -v nft >/dev/null 2>&1 || packages+=(nftables)
+command -v conntrack >/dev/null 2>&1 || packages+=(conntrack)
+command -v iptables >/dev/null 2>&1 || packages+=(iptables)
+[ -f /usr/lib/x86_64-linux-gnu/libc.a ] || packages+=(libc6-dev)
 if [ ${#packages[@]} -gt 0 ]; then
   step "apt-get install ${packages[*]}"
   "${sudo_cmd[@]}" apt-get update -qq
@@ -55,8 +72,19 @@ step "cargo build --release"
 cargo build --release --workspace --quiet
 export TURNPIKE_BIN="$root/target/release/turnpike"
 
-step "cargo test (unit, RFC 5769, fuzz corpora, end-to-end with real clients)"
-cargo test --workspace --release --no-fail-fast 2>&1 | tee "$cache/test.log"
+step "image: FROM scratch with buildah (tests/image/build.sh)"
+tests/image/build.sh --binary "$TURNPIKE_BIN"
+
+step "Kubernetes binaries: kube-*, etcd, containerd, CoreDNS, helm (built once, cached)"
+tests/k8s/build.sh all
+tests/k8s/helm.sh >/dev/null
+
+step "cargo test (unit, RFC 5769, fuzz corpora, end-to-end with real clients, Kubernetes API)"
+cargo test --workspace --release --no-fail-fast -- --skip turnpike_on_a_real_single_node_cluster 2>&1 |
+  tee "$cache/test.log"
+
+step "cluster: the image as pods on a real single-node cluster (tests/tests/cluster.rs)"
+cargo test --release -p turnpike-tests --test cluster 2>&1 | tee "$cache/cluster-test.log"
 
 if [ -z "${TURNPIKE_SKIP_BENCH:-}" ]; then
   step "benchmark: Turnpike and coturn side by side (short run)"
@@ -72,3 +100,6 @@ if [ -z "${TURNPIKE_SKIP_BENCH:-}" ]; then
 fi
 
 step "all tests passed"
+printf '\nstage times:\n'
+printf '%s\n' "${timings[@]}"
+printf '%5ds  total\n' "$SECONDS"

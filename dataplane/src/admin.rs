@@ -29,11 +29,18 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
+/// 200 while the dataplane serves, draining included. Kubernetes already keeps new clients
+/// off a terminating pod; a failing readiness probe would also mark its endpoint not
+/// serving, and kube-proxy then deletes the conntrack entries of its UDP flows, moving the
+/// allocations being drained to another pod that does not know them.
 async fn readyz(State(s): State<AdminState>) -> Response {
-    if s.status.is_ready() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else if s.status.draining.load(Relaxed) {
-        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    if s.status.is_serving() {
+        let body = if s.status.draining.load(Relaxed) {
+            "draining\n"
+        } else {
+            "ready\n"
+        };
+        (StatusCode::OK, body).into_response()
     } else if let Some(e) = s.status.listener_error() {
         (StatusCode::SERVICE_UNAVAILABLE, format!("listener {e}\n")).into_response()
     } else {

@@ -104,6 +104,10 @@ pub struct DataplaneSpec {
     /// `--dataplane-image-pull-policy`, else Kubernetes' own default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<PullPolicy>,
+    /// How long a terminating dataplane pod keeps relaying the allocations it has, e.g.
+    /// `15m` (default `3570s`); the pod's grace period is 30 s longer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_timeout: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -115,7 +119,9 @@ pub struct DataplaneSpec {
 }
 
 /// A container's `imagePullPolicy`.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, clap::ValueEnum)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, clap::ValueEnum,
+)]
 #[value(rename_all = "PascalCase")]
 pub enum PullPolicy {
     Always,

@@ -54,7 +54,12 @@ enum Command {
 #[derive(clap::Args)]
 struct EchoArgs {
     /// Where to listen (repeat for several ports, e.g. RTP and RTCP).
-    #[arg(long, required = true, env = "TURNPIKE_ECHO_LISTEN", value_delimiter = ',')]
+    #[arg(
+        long,
+        required = true,
+        env = "TURNPIKE_ECHO_LISTEN",
+        value_delimiter = ','
+    )]
     listen: Vec<SocketAddr>,
 }
 
@@ -197,6 +202,9 @@ struct ProbeArgs {
     /// Messages to echo.
     #[arg(long, default_value_t = 10)]
     count: usize,
+    /// Pause between messages (e.g. 50ms: a 20 s probe with --count 400).
+    #[arg(long, default_value = "0ms", value_parser = parse_duration)]
+    interval: Duration,
     /// Use Send indications instead of a channel.
     #[arg(long)]
     indications: bool,
@@ -503,7 +511,8 @@ fn probe(a: ProbeArgs) -> anyhow::Result<()> {
         println!("echo server on {peer}");
     }
     println!("TURN server {} as {}", target.server, target.username);
-    let r = probe::probe(&target, peer, a.count, !a.indications).context("probe failed")?;
+    let r =
+        probe::probe(&target, peer, a.count, a.interval, !a.indications).context("probe failed")?;
     let mut rtts = r.rtts.clone();
     rtts.sort();
     let pct = |q: f64| {

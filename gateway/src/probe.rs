@@ -95,11 +95,12 @@ pub struct ProbeReport {
 }
 
 /// Allocates on `target.server`, permits `peer`, sends `count` messages over a channel (or
-/// Send indications) and waits for each echo.
+/// Send indications) `interval` apart, waits for each echo, then deletes the allocation.
 pub fn probe(
     target: &Target,
     peer: SocketAddr,
     count: usize,
+    interval: Duration,
     use_channel: bool,
 ) -> Result<ProbeReport, ClientError> {
     let mut c = TurnClient::new(target.server, &target.username, &target.password)?;
@@ -111,6 +112,9 @@ pub fn probe(
     }
     let mut rtts = Vec::new();
     for i in 0..count {
+        if i > 0 && !interval.is_zero() {
+            std::thread::sleep(interval);
+        }
         let payload = format!("turnpike-probe {i}");
         let start = Instant::now();
         if use_channel {

@@ -18,6 +18,7 @@ pub fn context() -> RenderContext {
         now: Time(k8s_openapi::jiff::Timestamp::from_second(1_767_225_600).unwrap()),
         standalone: false,
         dataplane_image: "turnpike:golden".into(),
+        dataplane_image_pull_policy: None,
         cds_address: "turnpike-cds.turnpike-system.svc:13478".into(),
         previous_secrets: BTreeMap::new(),
         serving_certificates: Default::default(),

@@ -4,7 +4,7 @@
 # layout the Containerfile produces), with Debian's buildah. Writes an OCI archive and
 # leaves the image in the local containers storage for podman.
 #
-#   tests/image/build.sh [--binary target/release/turnpike] [--tag localhost/turnpike:VERSION]
+#   tests/image/build.sh [--binary PATH (default: cargo build --release)] [--tag localhost/turnpike:VERSION]
 #                        [--out ~/.cache/turnpike/image/turnpike.oci.tar]
 #
 # Prints the image reference, the archive's path and its size. Storage lives under
@@ -15,7 +15,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/turnpike"
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/Cargo.toml" | head -1)
-binary="$root/target/release/turnpike"
+binary=""
 tag="localhost/turnpike:$version"
 out="$cache/image/turnpike.oci.tar"
 while [ $# -gt 0 ]; do
@@ -34,8 +34,11 @@ if ! command -v buildah >/dev/null || ! command -v podman >/dev/null; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah podman runc >/dev/null
 fi
-if [ "$binary" = "$root/target/release/turnpike" ]; then
-  (cd "$root" && cargo build --release --quiet -p turnpike-gateway --bin turnpike)
+# Without --binary: the workspace's release build (the same features `cargo build
+# --release` and the tests use).
+if [ -z "$binary" ]; then
+  (cd "$root" && cargo build --release --quiet)
+  binary="$root/target/release/turnpike"
 fi
 
 # shellcheck source=tests/image/containers-env.sh

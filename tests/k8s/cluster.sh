@@ -448,11 +448,11 @@ stop_everything() {
     rm -f "$run/$1.pid"
   }
   stop_pid kubelet
-  # Containers: every process in the pods' cgroups (kubelet put them all under ours).
+  # Containers: every process in the pods' cgroups (kubelet put them all under ours;
+  # pods are ROOT/kubepods/QOS/POD/CONTAINER).
   local procs
-  for _ in 1 2 3; do
-    procs=$(cat /sys/fs/cgroup/pids"$cgroup_root"/cgroup.procs /sys/fs/cgroup/pids"$cgroup_root"/*/cgroup.procs \
-      /sys/fs/cgroup/pids"$cgroup_root"/*/*/cgroup.procs /sys/fs/cgroup/pids"$cgroup_root"/*/*/*/cgroup.procs 2>/dev/null || true)
+  for _ in 1 2 3 4 5; do
+    procs=$(find "/sys/fs/cgroup/pids$cgroup_root" -name cgroup.procs -exec cat {} + 2>/dev/null || true)
     [ -z "$procs" ] && break
     # shellcheck disable=SC2086
     kill -9 $procs 2>/dev/null || true

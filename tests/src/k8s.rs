@@ -14,10 +14,22 @@ use crate::{Proc, free_tcp_port, free_udp_port, output_text, repo_root, turnpike
 /// kube-apiserver + etcd with RBAC, the Gateway API and Turnpike CRDs installed.
 pub struct Cluster {
     dir: tempfile::TempDir,
-    /// Admin (system:masters) kubeconfig.
-    pub admin: PathBuf,
+    kube: Kube,
     /// The operator's ServiceAccount user, bound by manifests/10-rbac.yaml once applied.
     pub operator: PathBuf,
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = Kube;
+    fn deref(&self) -> &Kube {
+        &self.kube
+    }
+}
+
+/// kubectl against one API server, as admin unless told otherwise.
+pub struct Kube {
+    /// Admin (system:masters) kubeconfig.
+    pub admin: PathBuf,
 }
 
 fn fixture(dir: &Path, verb: &str) -> Output {
@@ -46,7 +58,9 @@ impl Cluster {
                 .unwrap()
         };
         Cluster {
-            admin: var("KUBECONFIG"),
+            kube: Kube {
+                admin: var("KUBECONFIG"),
+            },
             operator: var("TURNPIKE_OPERATOR_KUBECONFIG"),
             dir,
         }
@@ -57,7 +71,9 @@ impl Cluster {
         let out = fixture(self.dir.path(), "restart");
         assert!(out.status.success(), "{}", output_text(&out));
     }
+}
 
+impl Kube {
     pub fn kubectl_as(&self, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
         let mut cmd = Command::new(kubectl_bin());
         cmd.arg("--kubeconfig").arg(kubeconfig).args(args);
@@ -172,7 +188,7 @@ impl Drop for Cluster {
 
 /// Copies a failed test's `*.log` files (operators, dataplane, the fixture's) to
 /// `tests/artifacts/k8s-<pid>-<n>/` before its temporary directory goes.
-fn keep_logs(dir: &Path) {
+pub fn keep_logs(dir: &Path) {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let to = repo_root().join(format!("tests/artifacts/k8s-{}-{n}", std::process::id()));
@@ -184,12 +200,14 @@ fn keep_logs(dir: &Path) {
         };
         for e in entries.flatten() {
             let p = e.path();
-            if p.is_dir() {
+            // Container root filesystems and volumes are not logs (and may be mounts).
+            if p.is_dir() && !p.ends_with("containerd") && !p.ends_with("kubelet") {
                 stack.push(p);
             } else if p.extension().is_some_and(|x| x == "log")
                 && std::fs::create_dir_all(&to).is_ok()
-                && let Some(name) = p.file_name()
-                && std::fs::copy(&p, to.join(name)).is_ok()
+                && let Ok(rel) = p.strip_prefix(dir)
+                // Pod logs are POD/CONTAINER/0.log: the path names the file.
+                && std::fs::copy(&p, to.join(rel.to_string_lossy().replace('/', "_"))).is_ok()
             {
                 kept += 1;
             }

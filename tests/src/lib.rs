@@ -3,6 +3,7 @@
 //! and read what they report.
 #![allow(clippy::unwrap_used)] // test support: a failure here is a test failure
 
+pub mod cluster;
 pub mod k8s;
 pub mod standalone;
 
@@ -146,7 +147,20 @@ pub fn http_get_with(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Option<(u16, String, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    http_get_at(
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        path,
+        headers,
+    )
+}
+
+/// GET from any address (a pod's, a Service's): (status, response head, body).
+pub fn http_get_at(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Option<(u16, String, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     let extra: String = headers
         .iter()
@@ -154,7 +168,7 @@ pub fn http_get_with(
         .collect();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{extra}\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\r\n"
     )
     .ok()?;
     let mut text = String::new();
@@ -375,10 +389,13 @@ pub struct UclientReport {
 }
 
 pub fn uclient(args: &[&str]) -> UclientReport {
+    uclient_in(None, args)
+}
+
+/// `turnutils_uclient`, inside network namespace `netns` when given.
+pub fn uclient_in(netns: Option<&str>, args: &[&str]) -> UclientReport {
     require_tool("turnutils_uclient");
-    let out: Output = Command::new("timeout")
-        .arg("120")
-        .arg("turnutils_uclient")
+    let out: Output = in_netns(netns, "turnutils_uclient")
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -439,11 +456,25 @@ pub fn uclient_relay(
     uclient(&args)
 }
 
+/// `timeout 120 PROGRAM`, run inside network namespace `netns` when given.
+pub fn in_netns(netns: Option<&str>, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new("timeout");
+    c.arg("120");
+    if let Some(ns) = netns {
+        c.args(["ip", "netns", "exec", ns]);
+    }
+    c.arg(program);
+    c
+}
+
 /// Runs a Python script from `tests/python/` with the test venv; returns (success, output).
 pub fn python_script(script: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new("timeout")
-        .arg("90")
-        .arg(python())
+    python_script_in(None, script, args)
+}
+
+/// [`python_script`] inside network namespace `netns` when given.
+pub fn python_script_in(netns: Option<&str>, script: &str, args: &[&str]) -> (bool, String) {
+    let out = in_netns(netns, python())
         .arg(repo_root().join("tests/python").join(script))
         .args(args)
         .stdin(Stdio::null())

@@ -26,9 +26,9 @@ pub const MANAGED_BY: &str = "turnpike";
 const ADMIN_PORT: i32 = 8086;
 /// Where the pod mounts its CDS client certificate (the dataplane's default paths).
 const CDS_CERT_DIR: &str = "/etc/turnpike/cds";
-/// Long calls keep relaying while a pod drains; the kubelet's grace period is a bit longer.
-const TERMINATION_GRACE_SECONDS: i64 = 3600;
-const DRAIN_TIMEOUT: &str = "3570s";
+/// The kubelet's grace period is this much longer than the drain, so the dataplane
+/// exits by itself rather than being killed.
+const GRACE_AFTER_DRAIN_SECONDS: u64 = 30;
 /// The image's non-root user (tests/image/rootfs.sh).
 const RUN_AS_USER: i64 = 65532;
 
@@ -94,7 +94,10 @@ pub fn managed_resources(
         env("TURNPIKE_GATEWAY", format!("{ns}/{name}")),
         env("TURNPIKE_CDS", ctx.cds_address.clone()),
         env("TURNPIKE_ADMIN_ADDRESS", format!("0.0.0.0:{ADMIN_PORT}")),
-        env("TURNPIKE_DRAIN_TIMEOUT", DRAIN_TIMEOUT.into()),
+        env(
+            "TURNPIKE_DRAIN_TIMEOUT",
+            format!("{}s", params.drain_timeout_secs),
+        ),
         env("TURNPIKE_LOG_FORMAT", "json".into()),
     ];
     if let Some(w) = dp.workers {
@@ -182,7 +185,10 @@ pub fn managed_resources(
                     security_context: Some(pod_security(listeners)),
                     // The dataplane reads nothing from the API server.
                     automount_service_account_token: Some(false),
-                    termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
+                    termination_grace_period_seconds: i64::try_from(
+                        params.drain_timeout_secs + GRACE_AFTER_DRAIN_SECONDS,
+                    )
+                    .ok(),
                     volumes: Some(vec![Volume {
                         name: "cds-client".into(),
                         secret: Some(SecretVolumeSource {

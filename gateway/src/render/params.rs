@@ -13,6 +13,8 @@ pub const DEFAULT_REALM: &str = "turnpike.dev";
 const DEFAULT_SECRET_KEY: &str = "secret";
 const DEFAULT_TTL: u64 = 3600;
 const DEFAULT_MAX_TTL: u64 = 86_400;
+/// Long calls keep relaying while a pod drains.
+const DEFAULT_DRAIN_TIMEOUT: u64 = 3570;
 
 /// A GatewayConfig turned into what dataplanes and the auth service need.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +27,8 @@ pub struct ResolvedParams {
     pub ttl_secs: u64,
     pub max_ttl_secs: u64,
     pub auth_service: AuthServiceConfig,
+    /// How long a terminating dataplane pod keeps relaying its allocations.
+    pub drain_timeout_secs: u64,
 }
 
 fn duration_or(field: &str, v: &Option<String>, default: u64) -> Result<u64, String> {
@@ -146,7 +150,16 @@ fn resolve_config(
         }
     };
     let auth_service = auth_service_config(objects, key, spec, ttl_secs, max_ttl_secs)?;
+    let drain_timeout_secs = duration_or(
+        "spec.dataplane.drainTimeout",
+        &spec
+            .dataplane
+            .as_ref()
+            .and_then(|d| d.drain_timeout.clone()),
+        DEFAULT_DRAIN_TIMEOUT,
+    )?;
     Ok(ResolvedParams {
+        drain_timeout_secs,
         auth_service,
         key: key.clone(),
         spec: spec.clone(),

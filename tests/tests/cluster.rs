@@ -1,0 +1,777 @@
+//! Turnpike installed the way users install it, on a real single-node cluster
+//! (`tests/k8s/cluster.sh`): its image in containerd, the manifests (then the Helm chart)
+//! and examples/kubernetes applied, and the real kubelet, scheduler, controller-manager
+//! and kube-proxy doing the work. Clients sit in a network namespace of their own (the
+//! internet) and reach the Gateway only through its load-balancer address.
+//!
+//! One cluster serves the whole suite, so it runs as one test in phases; each phase says
+//! what it checks when it fails.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use turnpike_tests::cluster::{IMAGE, NodeCluster, is_terminating, pod_ip, process_privileges};
+use turnpike_tests::k8s::{condition, wait_for};
+use turnpike_tests::standalone::tls_secret_yaml;
+use turnpike_tests::{TestCa, output_text, rest_credentials, turnpike_bin, uclient_in};
+
+const LB: &str = "198.18.253.10";
+const LB_TLS: &str = "198.18.253.11";
+const DATAPLANE: &str = "turnpike.dev/gateway=media-gateway";
+const OPERATOR: &str = "app.kubernetes.io/name=turnpike-operator";
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// What `turnpike probe` did from the internet namespace.
+#[derive(Debug)]
+struct ProbeRun {
+    ok: bool,
+    /// The relayed address's IP: the dataplane pod that served the allocation.
+    pod_ip: Option<String>,
+    output: String,
+}
+
+#[derive(Clone)]
+struct Client {
+    inet_ns: String,
+    server: String,
+    username: String,
+    password: String,
+    peer: String,
+}
+
+impl Client {
+    fn new(c: &NodeCluster, server: &str, secret: &str, peer: &str) -> Client {
+        let (username, password) = rest_credentials(secret, "cluster-test", 3600);
+        Client {
+            inet_ns: c.inet_ns.clone(),
+            server: server.into(),
+            username,
+            password,
+            peer: peer.into(),
+        }
+    }
+
+    /// Allocates, echoes `count` messages `interval_ms` apart (each waits for its echo),
+    /// deletes the allocation.
+    fn probe(&self, count: u32, interval_ms: u32) -> ProbeRun {
+        let out = turnpike_tests::in_netns(Some(&self.inet_ns), turnpike_bin())
+            .args(["probe", "--server", &self.server])
+            .args(["--username", &self.username, "--password", &self.password])
+            .args(["--peer", &self.peer, "--count", &count.to_string()])
+            .args(["--interval", &format!("{interval_ms}ms")])
+            .output()
+            .unwrap();
+        let output = output_text(&out);
+        let pod_ip = output
+            .lines()
+            .find_map(|l| l.strip_prefix("relayed address "))
+            .and_then(|a| a.rsplit_once(':'))
+            .map(|(ip, _)| ip.to_string());
+        ProbeRun {
+            ok: out.status.success(),
+            pod_ip,
+            output,
+        }
+    }
+
+    fn probe_in_background(&self, count: u32, interval_ms: u32) -> JoinHandle<ProbeRun> {
+        let me = self.clone();
+        std::thread::spawn(move || me.probe(count, interval_ms))
+    }
+}
+
+fn join_all(runs: Vec<JoinHandle<ProbeRun>>) -> Vec<ProbeRun> {
+    runs.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+fn assert_all_echoed(what: &str, runs: &[ProbeRun]) {
+    for r in runs {
+        assert!(
+            r.ok,
+            "{what}: a client lost packets or its allocation:\n{}",
+            r.output
+        );
+    }
+}
+
+fn pod_names(c: &NodeCluster, ns: &str, selector: &str) -> BTreeSet<String> {
+    c.pods(ns, selector).into_keys().collect()
+}
+
+fn lease_holder(c: &NodeCluster) -> Option<String> {
+    c.get(&["lease", "-n", "turnpike-system", "turnpike-operator"])
+        .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
+        .filter(|h| !h.is_empty())
+}
+
+fn turn_secret(c: &NodeCluster) -> String {
+    let b64 = c.kubectl(&[
+        "get",
+        "secret",
+        "-n",
+        "turnpike-system",
+        "turnpike-auth",
+        "-o",
+        "jsonpath={.data.secret}",
+    ]);
+    String::from_utf8(turnpike_tests::base64_decode(b64.trim())).unwrap()
+}
+
+fn patch_gateway_config(c: &NodeCluster, patch: &str) {
+    c.kubectl(&[
+        "patch",
+        "gatewayconfig",
+        "-n",
+        "turnpike-system",
+        "turnpike",
+        "--type=merge",
+        "-p",
+        patch,
+    ]);
+}
+
+/// Plays the cloud load balancer: gives Service `ns/name` its external address, which
+/// kube-proxy then forwards.
+fn assign_lb_address(c: &NodeCluster, ns: &str, name: &str, ip: &str) {
+    wait_for(&format!("the Service {ns}/{name}"), secs(60), || {
+        c.get(&["service", "-n", ns, name])
+    });
+    c.kubectl(&[
+        "patch",
+        "service",
+        "-n",
+        ns,
+        name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &format!(r#"{{"status":{{"loadBalancer":{{"ingress":[{{"ip":"{ip}"}}]}}}}}}"#),
+    ]);
+    wait_for(
+        &format!("Gateway {ns}/{name} Programmed at {ip}"),
+        secs(60),
+        || {
+            let gw = c.get(&["gateway", "-n", ns, name])?;
+            let programmed = condition(&gw["status"]["conditions"], "Programmed")?;
+            (programmed.0 == "True" && gw["status"]["addresses"][0]["value"] == ip).then_some(())
+        },
+    );
+}
+
+fn echo_pod_ip(c: &NodeCluster) -> String {
+    let pods = c.wait_ready_pods("media", "app=echo", 1, secs(120));
+    pod_ip(pods.values().next().unwrap())
+}
+
+#[test]
+fn turnpike_on_a_real_single_node_cluster() {
+    let c = NodeCluster::start();
+    let started = Instant::now();
+    let phase = |name: &str| eprintln!("[{:>6.1}s] {name}", started.elapsed().as_secs_f64());
+
+    phase("install: manifests/ and examples/kubernetes/ with the test image");
+    c.apply_dir("manifests");
+    c.apply_dir("examples/kubernetes");
+    installed_and_ready(&c);
+
+    phase("security: what the kernel says of every Turnpike process");
+    runs_unprivileged(&c);
+
+    phase("relay from the internet through the load-balancer address");
+    assign_lb_address(&c, "media", "media-gateway", LB);
+    let echo = format!("{}:3480", echo_pod_ip(&c));
+    let secret = turn_secret(&c);
+    relays_from_the_internet(&c, &secret, &echo);
+
+    phase("TURN-TLS on port 443, non-root");
+    turn_tls_on_443(&c, &secret, &echo);
+
+    let client = Client::new(&c, &format!("{LB}:3478"), &secret, &echo);
+    phase("scale 1 -> 3 under load");
+    scales_out_under_load(&c, &client);
+    phase("scale 3 -> 1: the removed pods drain");
+    scales_in_with_draining(&c, &client);
+    phase("rolling update under load");
+    rolls_without_cutting_allocations(&c, &client);
+    phase("the leader operator pod is deleted");
+    leader_fails_over(&c, &client);
+    phase("a deleted Gateway's objects are garbage-collected");
+    gateway_objects_are_collected(&c);
+    phase("helm install gives the same result");
+    helm_install_gives_the_same_result(&c);
+    phase("done");
+}
+
+fn installed_and_ready(c: &NodeCluster) {
+    let ops = c.wait_ready_pods("turnpike-system", OPERATOR, 2, secs(180));
+    let holder = wait_for("an operator to hold the lease", secs(60), || {
+        lease_holder(c)
+    });
+    assert!(
+        ops.contains_key(&holder),
+        "lease held by {holder}, not by {ops:?}"
+    );
+    wait_for("GatewayClass Accepted", secs(60), || {
+        let gc = c.get(&["gatewayclass", "turnpike"])?;
+        (condition(&gc["status"]["conditions"], "Accepted")?.0 == "True").then_some(())
+    });
+    c.wait_ready_pods(
+        "turnpike-system",
+        "app.kubernetes.io/name=turnpike-auth",
+        2,
+        secs(120),
+    );
+    let dps = c.wait_ready_pods("media", DATAPLANE, 1, secs(180));
+    let pod = dps.values().next().unwrap();
+    let container = &pod["spec"]["containers"][0];
+    assert_eq!(
+        container["image"], IMAGE,
+        "the operator's --dataplane-image"
+    );
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+}
+
+fn runs_unprivileged(c: &NodeCluster) {
+    let checks = [
+        ("turnpike-system", OPERATOR, "operator"),
+        (
+            "turnpike-system",
+            "app.kubernetes.io/name=turnpike-auth",
+            "auth",
+        ),
+        ("media", DATAPLANE, "dataplane"),
+        ("media", "app=echo", "echo"),
+    ];
+    for (ns, selector, container) in checks {
+        for name in pod_names(c, ns, selector) {
+            let pid = c.container_pid(ns, &name, container);
+            let p = process_privileges(pid);
+            let what = format!("{ns}/{name} ({container}, pid {pid}): {p:?}");
+            assert_eq!(p.uid, "65532 65532 65532 65532", "non-root: {what}");
+            assert_eq!(
+                p.effective_capabilities, "0000000000000000",
+                "no capabilities: {what}"
+            );
+            assert_eq!(p.no_new_privs, "1", "no privilege escalation: {what}");
+            assert_eq!(p.seccomp, "2", "seccomp RuntimeDefault: {what}");
+            assert!(p.root_read_only, "read-only root filesystem: {what}");
+        }
+    }
+}
+
+fn relays_from_the_internet(c: &NodeCluster, secret: &str, echo: &str) {
+    let (ip, port) = echo.split_once(':').unwrap();
+    for transport in [&[][..], &["-t"][..]] {
+        let mut args = vec!["-W", secret, "-e", ip, "-r", port, "-m", "10", "-n", "200"];
+        args.extend_from_slice(&["-l", "160", "-z", "5", "-c", "-X"]);
+        args.extend_from_slice(transport);
+        args.push(LB);
+        let r = uclient_in(Some(&c.inet_ns), &args);
+        assert_eq!(
+            r.lost,
+            Some(0),
+            "turnutils_uclient {transport:?}: {}",
+            r.output
+        );
+    }
+    let (user, pass) = rest_credentials(secret, "aioice", 600);
+    let (ok, out) = turnpike_tests::python_script_in(
+        Some(&c.inet_ns),
+        "aioice_echo.py",
+        &[
+            "--server",
+            &format!("{LB}:3478"),
+            "--username",
+            &user,
+            "--password",
+            &pass,
+            "--peer",
+            echo,
+        ],
+    );
+    assert!(ok, "aioice through the load balancer: {out}");
+
+    // What an application server does: /ice-config from the auth service's Service, then
+    // a client relays with exactly those credentials and that URI.
+    let auth_ip = c.kubectl(&[
+        "get",
+        "service",
+        "-n",
+        "turnpike-system",
+        "turnpike-auth",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    let token = std::process::Command::new(turnpike_bin())
+        .args(["token", "--dir"])
+        .arg(turnpike_tests::repo_root().join("examples/kubernetes"))
+        .output()
+        .unwrap();
+    let token = String::from_utf8_lossy(&token.stdout).trim().to_string();
+    let auth: std::net::SocketAddr = format!("{}:8088", auth_ip.trim()).parse().unwrap();
+    let ice: Value = wait_for(
+        "/ice-config naming the load-balancer address",
+        secs(60),
+        || {
+            let (status, _, body) = turnpike_tests::http_get_at(
+                auth,
+                "/ice-config?gateway=media/media-gateway",
+                &[("Authorization", &format!("Bearer {token}"))],
+            )?;
+            let v: Value = serde_json::from_str(&body).ok()?;
+            (status == 200 && body.contains(&format!("turn:{LB}:3478?transport=udp"))).then_some(v)
+        },
+    );
+    let server = &ice["iceServers"][0];
+    let (user, pass) = (
+        server["username"].as_str().unwrap(),
+        server["credential"].as_str().unwrap(),
+    );
+    let r = uclient_in(
+        Some(&c.inet_ns),
+        &[
+            "-u", user, "-w", pass, "-e", ip, "-r", port, "-m", "2", "-n", "50", "-c", "-X", LB,
+        ],
+    );
+    assert_eq!(
+        r.lost,
+        Some(0),
+        "credentials from /ice-config: {}",
+        r.output
+    );
+}
+
+fn turn_tls_on_443(c: &NodeCluster, secret: &str, echo: &str) {
+    let ca = TestCa::new();
+    let cert = ca.server_cert(&["turn.example.com", LB_TLS]);
+    c.apply(&tls_secret_yaml(
+        "turn-tls",
+        "media",
+        &cert.cert_pem,
+        &cert.key_pem,
+    ));
+    c.apply(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: media-tls, namespace: media}
+spec:
+  gatewayClassName: turnpike
+  listeners:
+    - name: turn-tls
+      protocol: TURN-TLS
+      port: 443
+      tls: {certificateRefs: [{name: turn-tls}]}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: UDPRoute
+metadata: {name: echo-tls, namespace: media}
+spec:
+  parentRefs: [{name: media-tls}]
+  rules:
+    - backendRefs: [{name: echo, port: 3480}, {name: echo, port: 3481}]
+",
+    );
+    let pods = c.wait_ready_pods("media", "turnpike.dev/gateway=media-tls", 1, secs(180));
+    let (name, pod) = pods.iter().next().unwrap();
+    let sysctls = &pod["spec"]["securityContext"]["sysctls"];
+    assert_eq!(
+        sysctls[0]["name"], "net.ipv4.ip_unprivileged_port_start",
+        "{name}"
+    );
+    assert_eq!(sysctls[0]["value"], "443", "{name}");
+    let p = process_privileges(c.container_pid("media", name, "dataplane"));
+    assert_eq!(
+        p.uid, "65532 65532 65532 65532",
+        "{name} binds 443 as: {p:?}"
+    );
+    assert_eq!(
+        p.effective_capabilities, "0000000000000000",
+        "{name}: {p:?}"
+    );
+    assert_lb(c, "media-tls", LB_TLS);
+    let (ip, port) = echo.split_once(':').unwrap();
+    let r = uclient_in(
+        Some(&c.inet_ns),
+        &[
+            "-t", "-S", "-p", "443", "-W", secret, "-e", ip, "-r", port, "-m", "5", "-n", "100",
+            "-l", "160", "-z", "5", "-c", "-X", LB_TLS,
+        ],
+    );
+    assert_eq!(r.lost, Some(0), "TURN-TLS on 443: {}", r.output);
+}
+
+fn assert_lb(c: &NodeCluster, gateway: &str, ip: &str) {
+    assign_lb_address(c, "media", gateway, ip);
+}
+
+/// Runs `n` short probes side by side; returns the pod IPs they landed on.
+fn spread(client: &Client, n: usize) -> BTreeMap<String, usize> {
+    let runs = join_all((0..n).map(|_| client.probe_in_background(5, 20)).collect());
+    assert_all_echoed("a new client", &runs);
+    let mut by_pod = BTreeMap::new();
+    for r in runs {
+        *by_pod
+            .entry(r.pod_ip.expect("relayed address"))
+            .or_insert(0) += 1;
+    }
+    by_pod
+}
+
+/// The addresses the Service's EndpointSlices list as ready.
+fn ready_endpoints(c: &NodeCluster, ns: &str, service: &str) -> BTreeSet<String> {
+    let selector = format!("kubernetes.io/service-name={service}");
+    c.get(&["endpointslices", "-n", ns, "-l", &selector])
+        .and_then(|v| v["items"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+        .filter(|e| e["conditions"]["ready"] == true)
+        .filter_map(|e| e["addresses"][0].as_str().map(str::to_string))
+        .collect()
+}
+
+fn scales_out_under_load(c: &NodeCluster, client: &Client) {
+    let before = pod_names(c, "media", DATAPLANE);
+    let long = client.probe_in_background(600, 25);
+    std::thread::sleep(secs(1));
+    patch_gateway_config(c, r#"{"spec":{"dataplane":{"replicas":3}}}"#);
+    let pods = c.wait_ready_pods("media", DATAPLANE, 3, secs(180));
+    assert!(
+        before.iter().all(|p| pods.contains_key(p)),
+        "the first pod stays"
+    );
+    let ips: BTreeSet<String> = pods.values().map(pod_ip).collect();
+    wait_for(
+        "the Service's endpoints to list the new pods",
+        secs(30),
+        || (ready_endpoints(c, "media", "media-gateway") == ips).then_some(()),
+    );
+    // kube-proxy programs the new endpoints a moment after the EndpointSlice lists them.
+    let t0 = Instant::now();
+    let mut by_pod = BTreeMap::new();
+    while !ips.iter().all(|ip| by_pod.contains_key(ip)) {
+        assert!(
+            t0.elapsed() < secs(20),
+            "new clients never reached every pod {ips:?}: {by_pod:?}"
+        );
+        for (ip, n) in spread(client, 12) {
+            *by_pod.entry(ip).or_insert(0) += n;
+        }
+    }
+    eprintln!(
+        "new clients reached all 3 pods within {:.1}s of the endpoints: {by_pod:?}",
+        t0.elapsed().as_secs_f64()
+    );
+    let r = long.join().unwrap();
+    assert!(
+        r.ok,
+        "the client relaying through the scale-out lost packets:\n{}",
+        r.output
+    );
+}
+
+/// Starts `n` long clients and returns them with the pods they landed on (pod IP → runs).
+fn long_clients(client: &Client, n: usize, count: u32) -> Vec<JoinHandle<ProbeRun>> {
+    (0..n)
+        .map(|_| client.probe_in_background(count, 25))
+        .collect()
+}
+
+fn allocations_by_pod(c: &NodeCluster) -> BTreeMap<String, u64> {
+    c.pods("media", DATAPLANE)
+        .values()
+        .filter_map(|p| {
+            let ip = pod_ip(p);
+            let addr = format!("{ip}:8086").parse().ok()?;
+            let (_, _, body) = turnpike_tests::http_get_at(addr, "/status", &[])?;
+            let v: Value = serde_json::from_str(&body).ok()?;
+            Some((ip, v["allocations"].as_u64()?))
+        })
+        .collect()
+}
+
+fn scales_in_with_draining(c: &NodeCluster, client: &Client) {
+    let runs = long_clients(client, 12, 800);
+    std::thread::sleep(secs(2));
+    let busy = allocations_by_pod(c);
+    eprintln!("allocations before scale-in: {busy:?}");
+    patch_gateway_config(c, r#"{"spec":{"dataplane":{"replicas":1}}}"#);
+    let draining: BTreeMap<String, String> = wait_for("two pods terminating", secs(30), || {
+        let pods = c.pods("media", DATAPLANE);
+        let t: BTreeMap<_, _> = pods
+            .iter()
+            .filter(|(_, p)| is_terminating(p))
+            .map(|(n, p)| (pod_ip(p), n.clone()))
+            .collect();
+        (t.len() == 2).then_some(t)
+    });
+    assert!(
+        draining
+            .keys()
+            .any(|ip| busy.get(ip).is_some_and(|n| *n > 0)),
+        "no client was on a removed pod, so nothing drained: {busy:?} {draining:?}"
+    );
+    // New clients meanwhile land on the pod that stays, never on a draining one (once
+    // the EndpointSlice and then kube-proxy have caught up).
+    wait_for(
+        "the draining pods out of the ready endpoints",
+        secs(30),
+        || {
+            ready_endpoints(c, "media", "media-gateway")
+                .iter()
+                .all(|ip| !draining.contains_key(ip))
+                .then_some(())
+        },
+    );
+    std::thread::sleep(secs(2));
+    let by_pod = spread(client, 6);
+    assert!(
+        by_pod.keys().all(|ip| !draining.contains_key(ip)),
+        "a new client landed on a draining pod: {by_pod:?}"
+    );
+    // The draining pods are still there, relaying, while their allocations live.
+    std::thread::sleep(secs(3));
+    let still = c.pods("media", DATAPLANE);
+    for name in draining.values() {
+        assert!(
+            still.contains_key(name),
+            "{name} went before its allocations ended"
+        );
+    }
+    let results = join_all(runs);
+    assert_all_echoed("an allocation on a draining pod", &results);
+    let on_removed = results
+        .iter()
+        .filter(|r| {
+            r.pod_ip
+                .as_ref()
+                .is_some_and(|ip| draining.contains_key(ip))
+        })
+        .count();
+    assert!(on_removed > 0, "no client relayed through a draining pod");
+    let ended = Instant::now();
+    c.wait_ready_pods("media", DATAPLANE, 1, secs(30));
+    eprintln!(
+        "{on_removed} of 12 clients relayed through the draining pods to their end; the pods exited {:.1}s after",
+        ended.elapsed().as_secs_f64()
+    );
+}
+
+fn rolls_without_cutting_allocations(c: &NodeCluster, client: &Client) {
+    let old = pod_names(c, "media", DATAPLANE);
+    let runs = long_clients(client, 6, 800);
+    std::thread::sleep(secs(2));
+    // A pod-template change: the drain timeout sets the dataplane's TURNPIKE_DRAIN_TIMEOUT
+    // and the pod's grace period (30 s longer).
+    patch_gateway_config(c, r#"{"spec":{"dataplane":{"drainTimeout":"40s"}}}"#);
+    let (new_name, new_pod) = wait_for(
+        "the new pod ready, the old one terminating",
+        secs(120),
+        || {
+            let pods = c.pods("media", DATAPLANE);
+            let old_terminating = old.iter().all(|n| pods.get(n).is_none_or(is_terminating));
+            let new = pods
+                .into_iter()
+                .find(|(n, p)| !old.contains(n) && turnpike_tests::cluster::is_ready(p));
+            new.filter(|_| old_terminating)
+        },
+    );
+    let terminating_since = Instant::now();
+    assert_eq!(
+        new_pod["spec"]["terminationGracePeriodSeconds"], 70,
+        "{new_name}"
+    );
+    let new_ip = pod_ip(&new_pod);
+    wait_for("only the new pod in the ready endpoints", secs(30), || {
+        (ready_endpoints(c, "media", "media-gateway") == BTreeSet::from([new_ip.clone()]))
+            .then_some(())
+    });
+    std::thread::sleep(secs(2));
+    let by_pod = spread(client, 4);
+    assert!(
+        by_pod.keys().all(|ip| *ip == new_ip),
+        "new clients during the roll: {by_pod:?}, new pod {new_ip}"
+    );
+    let results = join_all(runs);
+    assert_all_echoed("an allocation on the pod being replaced", &results);
+    // turnutils_uclient never deletes its allocations: those the first phase left on the
+    // old pod keep it draining until its deadline, where it exits by itself (before the
+    // kubelet's kill at the grace period).
+    let leftover: u64 = allocations_by_pod(c)
+        .iter()
+        .filter(|(ip, _)| **ip != new_ip)
+        .map(|(_, n)| *n)
+        .sum();
+    assert!(
+        leftover > 0,
+        "the old pod holds allocations that outlive the roll"
+    );
+    wait_for(
+        "the old pod to exit at its drain deadline",
+        secs(90),
+        || {
+            let pods = pod_names(c, "media", DATAPLANE);
+            old.iter().all(|n| !pods.contains(n)).then_some(())
+        },
+    );
+    let took = terminating_since.elapsed();
+    eprintln!(
+        "the replaced pod drained {leftover} leftover allocations and exited {:.1}s after SIGTERM (drain timeout 40 s, grace 70 s)",
+        took.as_secs_f64()
+    );
+    assert!(
+        took >= secs(36) && took < secs(66),
+        "the old pod exited {took:?} after SIGTERM; its drain deadline was 40 s"
+    );
+}
+
+fn leader_fails_over(c: &NodeCluster, client: &Client) {
+    let mut dp_before = c.pods("media", DATAPLANE);
+    dp_before.retain(|_, p| !is_terminating(p));
+    let holder = lease_holder(c).expect("a leader");
+    let generation = |c: &NodeCluster| -> Option<u64> {
+        let ip = pod_ip(c.pods("media", DATAPLANE).values().next()?);
+        let (_, _, body) =
+            turnpike_tests::http_get_at(format!("{ip}:8086").parse().ok()?, "/status", &[])?;
+        serde_json::from_str::<Value>(&body).ok()?["generation"].as_u64()
+    };
+    let gen_before = generation(c).expect("dataplane generation");
+    let running = client.probe_in_background(400, 25);
+    let t0 = Instant::now();
+    c.kubectl(&[
+        "delete",
+        "pod",
+        "-n",
+        "turnpike-system",
+        &holder,
+        "--wait=false",
+    ]);
+    let ops_before = pod_names(c, "turnpike-system", OPERATOR);
+    let new_holder = wait_for("another replica to lead", secs(30), || {
+        lease_holder(c).filter(|h| *h != holder)
+    });
+    let took = t0.elapsed();
+    assert!(
+        ops_before.contains(&new_holder),
+        "led by the surviving replica, not {new_holder}"
+    );
+    assert!(took < secs(20), "a new leader after {took:?} (lease 15 s)");
+    eprintln!(
+        "{new_holder} leads {:.2}s after the leader pod was deleted",
+        took.as_secs_f64()
+    );
+    // The new leader's changes reach the dataplane over CDS.
+    patch_gateway_config(c, r#"{"spec":{"limits":{"maxAllocationsPerUser":150}}}"#);
+    wait_for("the dataplane to apply a newer config", secs(60), || {
+        generation(c).filter(|g| *g > gen_before)
+    });
+    let r = running.join().unwrap();
+    assert!(
+        r.ok,
+        "relaying through the operator failover:\n{}",
+        r.output
+    );
+    let dp_after = c.pods("media", DATAPLANE);
+    for (name, before) in &dp_before {
+        let after = dp_after
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} was replaced"));
+        assert_eq!(
+            after["metadata"]["uid"], before["metadata"]["uid"],
+            "{name}"
+        );
+        assert_eq!(
+            after["status"]["containerStatuses"][0]["restartCount"], 0,
+            "{name}"
+        );
+    }
+}
+
+fn gateway_objects_are_collected(c: &NodeCluster) {
+    for gw in ["media-gateway", "media-tls"] {
+        let secret = format!("{gw}-turnpike-cds");
+        for kind in ["deployment", "service", "secret"] {
+            let name = if kind == "secret" { &secret } else { gw };
+            assert!(
+                c.get(&[kind, "-n", "media", name]).is_some(),
+                "{kind} {name} before"
+            );
+        }
+        c.kubectl(&["delete", "gateway", "-n", "media", gw]);
+        wait_for(
+            &format!("{gw}'s objects garbage-collected"),
+            secs(90),
+            || {
+                ["deployment", "service", "secret"]
+                    .iter()
+                    .all(|kind| {
+                        let name = if *kind == "secret" { &secret } else { gw };
+                        c.get(&[kind, "-n", "media", name]).is_none()
+                    })
+                    .then_some(())
+            },
+        );
+    }
+    wait_for("the dataplane pods gone", secs(60), || {
+        c.pods("media", "turnpike.dev/gateway")
+            .is_empty()
+            .then_some(())
+    });
+}
+
+fn helm_install_gives_the_same_result(c: &NodeCluster) {
+    let kubectl = |args: &[&str]| c.kubectl(args);
+    let root = turnpike_tests::repo_root();
+    for dir in ["examples/kubernetes", "manifests"] {
+        let d = root.join(dir);
+        kubectl(&[
+            "delete",
+            "-f",
+            d.to_str().unwrap(),
+            "--ignore-not-found",
+            "--wait=false",
+        ]);
+    }
+    for ns in ["media", "turnpike-system"] {
+        wait_for(&format!("namespace {ns} deleted"), secs(180), || {
+            c.get(&["namespace", ns]).is_none().then_some(())
+        });
+    }
+    let helm = std::process::Command::new(root.join("tests/k8s/helm.sh"))
+        .output()
+        .unwrap();
+    assert!(helm.status.success(), "helm: {}", output_text(&helm));
+    let helm = String::from_utf8_lossy(&helm.stdout).trim().to_string();
+    let (repo, tag) = IMAGE.rsplit_once(':').unwrap();
+    let out = std::process::Command::new(&helm)
+        .arg("--kubeconfig")
+        .arg(&c.admin)
+        .args(["install", "turnpike"])
+        .arg(root.join("manifests/helm/turnpike"))
+        .args(["-n", "turnpike-system", "--create-namespace"])
+        .args(["--set", &format!("image.repository={repo}")])
+        .args(["--set", &format!("image.tag={tag}")])
+        .args(["--set", "image.pullPolicy=Never"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "helm install: {}", output_text(&out));
+    c.apply_dir("examples/kubernetes");
+    installed_and_ready(c);
+    let dp = c.pods("media", DATAPLANE);
+    assert_eq!(
+        dp.values().next().unwrap()["spec"]["containers"][0]["imagePullPolicy"],
+        "Never",
+        "the chart's image.pullPolicy reaches the dataplane"
+    );
+    runs_unprivileged(c);
+    assign_lb_address(c, "media", "media-gateway", LB);
+    let echo = format!("{}:3480", echo_pod_ip(c));
+    let client = Client::new(c, &format!("{LB}:3478"), &turn_secret(c), &echo);
+    let r = client.probe(50, 10);
+    assert!(r.ok, "relay after helm install:\n{}", r.output);
+}
