@@ -51,14 +51,21 @@ k8s_module() {
 # build_k8s CMD... : builds the named k8s.io/kubernetes commands that are not cached yet.
 build_k8s() {
   local missing=() c src
-  for c in "$@"; do [ -x "$bin/$c" ] || missing+=("$c"); done
+  for c in "$@"; do
+    "$bin/$c" --version 2>/dev/null | grep -q "v$K8S_VERSION\$" || missing+=("$c")
+  done
   [ ${#missing[@]} -eq 0 ] && return
   log "building ${missing[*]} v$K8S_VERSION (first run only; minutes)"
   src=$(k8s_module)
   local pkgs=()
   for c in "${missing[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
+  # The version a release build stamps in (what `kubectl version`, Helm's kubeVersion
+  # check and the Node object report; unstamped it is v0.0.0-master).
+  local v=k8s.io/component-base/version minor=${K8S_VERSION#*.}
+  minor=${minor%%.*}
+  local ldflags="-s -X $v.gitVersion=v$K8S_VERSION -X $v.gitMajor=${K8S_VERSION%%.*} -X $v.gitMinor=$minor -X $v.gitTreeState=clean -X $v.buildDate=1970-01-01T00:00:00Z"
   # -o DIR with several packages writes one binary per command, named after it.
-  (cd "$src" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags=-s -o "$bin/" "${pkgs[@]}")
+  (cd "$src" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags="$ldflags" -o "$bin/" "${pkgs[@]}")
 }
 
 build_etcd() {

@@ -42,24 +42,30 @@ fn script(path: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Builds [`IMAGE`] from the tested binary (`tests/image/build.sh`) into the local
+/// containers storage and an OCI archive at `archive`.
+pub fn build_image(archive: &Path) {
+    let bin = turnpike_bin();
+    let out = script(
+        "tests/image/build.sh",
+        &[
+            "--binary",
+            bin.to_str().unwrap(),
+            "--tag",
+            IMAGE,
+            "--out",
+            archive.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "image build: {}", output_text(&out));
+}
+
 impl NodeCluster {
     /// Builds the image from the tested binary, starts the cluster and imports the image.
     pub fn start() -> NodeCluster {
         let image_dir = tempfile::tempdir().unwrap();
         let archive = image_dir.path().join("turnpike.oci.tar");
-        let bin = turnpike_bin();
-        let out = script(
-            "tests/image/build.sh",
-            &[
-                "--binary",
-                bin.to_str().unwrap(),
-                "--tag",
-                IMAGE,
-                "--out",
-                archive.to_str().unwrap(),
-            ],
-        );
-        assert!(out.status.success(), "image build: {}", output_text(&out));
+        build_image(&archive);
         let out = script("tests/k8s/cluster.sh", &["start"]);
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         assert!(out.status.success(), "cluster start: {}", output_text(&out));

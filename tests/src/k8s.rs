@@ -320,7 +320,10 @@ pub struct PodNetwork {
 impl PodNetwork {
     pub fn create(prefix: &str, pod_ips: &[&str]) -> PodNetwork {
         crate::require_tool("ip");
-        let id = std::process::id() % 10_000;
+        // Tests of one process run side by side: each network gets its own names.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = (std::process::id() % 1000) * 10 + n % 10;
         let name = format!("tp-pods-{id}");
         let host_if = format!("tph{id}");
         let ns_if = format!("tpn{id}");

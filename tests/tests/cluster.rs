@@ -178,6 +178,20 @@ fn turnpike_on_a_real_single_node_cluster() {
     c.apply_dir("manifests");
     c.apply_dir("examples/kubernetes");
     installed_and_ready(&c);
+    // Drains bounded at 40 s (default: an hour), so a pod holding allocations that never
+    // end (turnutils_uclient deletes none) exits within the test. A pod-template change:
+    // the first dataplane pod is replaced before any client connects.
+    patch_gateway_config(&c, r#"{"spec":{"dataplane":{"drainTimeout":"40s"}}}"#);
+    wait_for("the dataplane with a 40 s drain", secs(120), || {
+        let pods = c.pods("media", DATAPLANE);
+        (pods.len() == 1
+            && pods.values().all(|p| {
+                p["spec"]["terminationGracePeriodSeconds"] == 70
+                    && turnpike_tests::cluster::is_ready(p)
+                    && !is_terminating(p)
+            }))
+        .then_some(())
+    });
 
     phase("security: what the kernel says of every Turnpike process");
     runs_unprivileged(&c);
@@ -566,9 +580,8 @@ fn rolls_without_cutting_allocations(c: &NodeCluster, client: &Client) {
     let old = pod_names(c, "media", DATAPLANE);
     let runs = long_clients(client, 6, 800);
     std::thread::sleep(secs(2));
-    // A pod-template change: the drain timeout sets the dataplane's TURNPIKE_DRAIN_TIMEOUT
-    // and the pod's grace period (30 s longer).
-    patch_gateway_config(c, r#"{"spec":{"dataplane":{"drainTimeout":"40s"}}}"#);
+    // A pod-template change: the worker count is an environment variable of the pod.
+    patch_gateway_config(c, r#"{"spec":{"dataplane":{"workers":1}}}"#);
     let (new_name, new_pod) = wait_for(
         "the new pod ready, the old one terminating",
         secs(120),

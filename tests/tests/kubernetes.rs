@@ -555,22 +555,22 @@ fn operator_programs_gateways_relays_and_survives_restarts() {
     );
 
     // A pod network with the echo backend; the test plays the EndpointSlice controller.
-    let net = PodNetwork::create("10.251.7", &["10.251.7.2", "10.251.7.3"]);
-    let _echo = echo_backends(&net, &["10.251.7.2", "10.251.7.3"]);
-    c.apply(&endpoint_slice(&["10.251.7.2"]));
+    let net = PodNetwork::create("198.18.100", &["198.18.100.2", "198.18.100.3"]);
+    let _echo = echo_backends(&net, &["198.18.100.2", "198.18.100.3"]);
+    c.apply(&endpoint_slice(&["198.18.100.2"]));
     let (_dataplane, dp_admin) = start_dataplane(&c, cds, c.dir());
 
     // A real TURN client relays through it to the backend the EndpointSlice names (once
     // the operator has published the slice).
     let mut client = turn_client(3478);
     seconds_until("the first endpoint", || {
-        permitted(&mut client, "10.251.7.2:3480")
+        permitted(&mut client, "198.18.100.2:3480")
     });
     let r = turnpike_tests::uclient(&[
         "-W",
         SECRET,
         "-e",
-        "10.251.7.2",
+        "198.18.100.2",
         "-r",
         "3480",
         "-m",
@@ -587,16 +587,16 @@ fn operator_programs_gateways_relays_and_survives_restarts() {
 
     // Changing the EndpointSlice changes what is allowed within 1 s.
     assert!(
-        !permitted(&mut client, "10.251.7.3:3480"),
+        !permitted(&mut client, "198.18.100.3:3480"),
         "not an endpoint yet"
     );
-    c.apply(&endpoint_slice(&["10.251.7.2", "10.251.7.3"]));
+    c.apply(&endpoint_slice(&["198.18.100.2", "198.18.100.3"]));
     let added = seconds_until("an added endpoint", || {
-        permitted(&mut client, "10.251.7.3:3480")
+        permitted(&mut client, "198.18.100.3:3480")
     });
-    c.apply(&endpoint_slice(&["10.251.7.2"]));
+    c.apply(&endpoint_slice(&["198.18.100.2"]));
     let removed = seconds_until("a removed endpoint", || {
-        !permitted(&mut client, "10.251.7.3:3480")
+        !permitted(&mut client, "198.18.100.3:3480")
     });
     println!("EndpointSlice edit to enforcement: added {added:.3} s, removed {removed:.3} s");
     assert!(
@@ -614,7 +614,7 @@ fn operator_programs_gateways_relays_and_survives_restarts() {
             "-W",
             SECRET,
             "-e",
-            "10.251.7.2",
+            "198.18.100.2",
             "-r",
             "3480",
             "-m",
@@ -647,9 +647,9 @@ fn operator_programs_gateways_relays_and_survives_restarts() {
         "bad-protocol",
         "touched=yes",
     ]);
-    c.apply(&endpoint_slice(&["10.251.7.2", "10.251.7.3"]));
+    c.apply(&endpoint_slice(&["198.18.100.2", "198.18.100.3"]));
     let recovered = seconds_until("after the API server restart", || {
-        permitted(&mut client, "10.251.7.3:3480")
+        permitted(&mut client, "198.18.100.3:3480")
     });
     println!("a change after the API server restart enforced in {recovered:.3} s");
     op.proc.signal("KILL");
@@ -659,11 +659,11 @@ fn operator_programs_gateways_relays_and_survives_restarts() {
         (op.metric("turnpike_operator_leader") == 1.0).then_some(())
     });
     // The dataplane reconnects to the new operator's CDS and follows changes again.
-    c.apply(&endpoint_slice(&["10.251.7.2"]));
+    c.apply(&endpoint_slice(&["198.18.100.2"]));
     wait_for(
         "enforcement through the new operator",
         Duration::from_secs(15),
-        || (!permitted(&mut client, "10.251.7.3:3480")).then_some(()),
+        || (!permitted(&mut client, "198.18.100.3:3480")).then_some(()),
     );
     let r = load.join().unwrap();
     assert_eq!(
@@ -872,12 +872,14 @@ fn tls_certificate_rotates_through_a_kubernetes_secret() {
         },
     );
 
-    let net = PodNetwork::create("10.251.7", &["10.251.7.2"]);
-    let _echo = echo_backends(&net, &["10.251.7.2"]);
-    c.apply(&endpoint_slice(&["10.251.7.2"]));
+    let net = PodNetwork::create("198.18.101", &["198.18.101.2"]);
+    let _echo = echo_backends(&net, &["198.18.101.2"]);
+    c.apply(&endpoint_slice(&["198.18.101.2"]));
     let (_dataplane, _) = start_dataplane(&c, cds, c.dir());
     let mut client = turn_client(3478);
-    seconds_until("the endpoint", || permitted(&mut client, "10.251.7.2:3480"));
+    seconds_until("the endpoint", || {
+        permitted(&mut client, "198.18.101.2:3480")
+    });
     assert_eq!(served_serial(tls_port).as_deref(), Some(&*first.serial));
 
     // A TLS client relays for about 12 s while the Secret is replaced, then broken.
@@ -891,7 +893,7 @@ fn tls_certificate_rotates_through_a_kubernetes_secret() {
             "-p",
             &port,
             "-e",
-            "10.251.7.2",
+            "198.18.101.2",
             "-r",
             "3480",
             "-m",
@@ -985,7 +987,7 @@ fn a_rotated_auth_secret_stays_valid_across_an_operator_restart() {
     let cds = turnpike_tests::free_udp_port();
     let mut op = Operator::start(&c, "operator-1", cds, "6s");
     apply_file(&c, "examples/kubernetes");
-    c.apply(&endpoint_slice(&["10.251.7.2"]));
+    c.apply(&endpoint_slice(&["198.18.101.2"]));
     let (_dataplane, _) = start_dataplane(&c, cds, c.dir());
     let rotated = "rotated-turn-secret";
     wait_for(
@@ -1028,12 +1030,12 @@ fn a_rotated_auth_secret_stays_valid_across_an_operator_restart() {
         (op.metric("turnpike_operator_leader") == 1.0).then_some(())
     });
     // An endpoint only the new operator has published: the dataplane runs its config.
-    c.apply(&endpoint_slice(&["10.251.7.2", "10.251.7.3"]));
+    c.apply(&endpoint_slice(&["198.18.101.2", "198.18.101.3"]));
     let mut client = allocated_with(rotated).expect("the new secret after the restart");
     wait_for(
         "the new operator's config on the dataplane",
         Duration::from_secs(15),
-        || permitted(&mut client, "10.251.7.3:3480").then_some(()),
+        || permitted(&mut client, "198.18.101.3:3480").then_some(()),
     );
     assert!(
         allocated_with(SECRET).is_some(),
