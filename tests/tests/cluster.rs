@@ -7,6 +7,8 @@
 //! One cluster serves the whole suite, so it runs as one test in phases; each phase says
 //! what it checks when it fails.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -647,14 +649,7 @@ fn leader_fails_over(c: &NodeCluster, client: &Client) {
     let mut dp_before = c.pods("media", DATAPLANE);
     dp_before.retain(|_, p| !is_terminating(p));
     let holder = lease_holder(c).expect("a leader");
-    let generation = |c: &NodeCluster| -> Option<u64> {
-        let ip = pod_ip(c.pods("media", DATAPLANE).values().next()?);
-        let (_, _, body) =
-            turnpike_tests::http_get_at(format!("{ip}:8086").parse().ok()?, "/status", &[])?;
-        serde_json::from_str::<Value>(&body).ok()?["generation"].as_u64()
-    };
-    let gen_before = generation(c).expect("dataplane generation");
-    let running = client.probe_in_background(400, 25);
+    let running = client.probe_in_background(1200, 25);
     let t0 = Instant::now();
     c.kubectl(&[
         "delete",
@@ -678,10 +673,17 @@ fn leader_fails_over(c: &NodeCluster, client: &Client) {
         "{new_holder} leads {:.2}s after the leader pod was deleted",
         took.as_secs_f64()
     );
-    // The new leader's changes reach the dataplane over CDS.
-    patch_gateway_config(c, r#"{"spec":{"limits":{"maxAllocationsPerUser":150}}}"#);
-    wait_for("the dataplane to apply a newer config", secs(60), || {
-        generation(c).filter(|g| *g > gen_before)
+    // The new leader's changes reach the dataplane over CDS: one allocation per user, so
+    // a second client of the running one's user is refused (486), then admitted again.
+    // (Generation numbers cannot show it: each replica counts its own.)
+    patch_gateway_config(c, r#"{"spec":{"limits":{"maxAllocationsPerUser":1}}}"#);
+    wait_for("the dataplane to enforce the new limit", secs(20), || {
+        let r = client.probe(1, 0);
+        (!r.ok && r.output.contains("486")).then_some(())
+    });
+    patch_gateway_config(c, r#"{"spec":{"limits":{"maxAllocationsPerUser":100}}}"#);
+    wait_for("the dataplane to lift the limit", secs(20), || {
+        client.probe(1, 0).ok.then_some(())
     });
     let r = running.join().unwrap();
     assert!(

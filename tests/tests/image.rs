@@ -2,6 +2,8 @@
 //! binary, inspected, and run with podman (read-only, no capabilities) on the quickstart
 //! directory mounted from the host, relaying for a client on the host.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
