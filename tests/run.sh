@@ -20,7 +20,7 @@ stage_start=$SECONDS stage_name="" timings=()
 step() {
   [ -n "$stage_name" ] && timings+=("$(printf '%5ds  %s' $((SECONDS - stage_start)) "$stage_name")")
   stage_name=$* stage_start=$SECONDS
-  printf '\n==> %s\n' "$*"
+  printf '\n==> [%ds] %s\n' "$SECONDS" "$*"
 }
 sudo_cmd=()
 [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
