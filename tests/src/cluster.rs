@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::k8s::{Kube, keep_logs, wait_for};
+use crate::k8s::{Kube, exported, keep_logs, wait_for};
 use crate::{output_text, repo_root, turnpike_bin};
 
 /// The image the tests build and import; manifests name [`PUBLISHED_IMAGE`] instead.
@@ -69,12 +69,7 @@ impl NodeCluster {
         let out = script("tests/k8s/cluster.sh", &["start"]);
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         assert!(out.status.success(), "cluster start: {}", output_text(&out));
-        let var = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(&format!("export {name}=")))
-                .map(str::to_string)
-                .unwrap_or_else(|| panic!("{name} missing from: {text}"))
-        };
+        let var = |name: &str| exported(&text, name);
         let admin = PathBuf::from(var("KUBECONFIG"));
         let cluster = NodeCluster {
             run: admin.parent().unwrap().to_path_buf(),

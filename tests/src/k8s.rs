@@ -45,18 +45,21 @@ pub fn kubectl_bin() -> PathBuf {
     crate::python().parent().unwrap().join("kubectl")
 }
 
+/// The value of `export NAME=VALUE` in a fixture's output (panics naming what is missing).
+pub fn exported(text: &str, name: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("{name} missing from: {text}"))
+}
+
 impl Cluster {
     pub fn start() -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let out = fixture(dir.path(), "start");
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         assert!(out.status.success(), "{}", output_text(&out));
-        let var = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(&format!("export {name}=")))
-                .map(PathBuf::from)
-                .unwrap()
-        };
+        let var = |name: &str| PathBuf::from(exported(&text, name));
         Cluster {
             kube: Kube {
                 admin: var("KUBECONFIG"),
