@@ -491,6 +491,36 @@ fn scales_out_under_load(c: &NodeCluster, client: &Client) {
     );
 }
 
+/// Once kube-proxy has caught up with the EndpointSlice (about a second here), batches of
+/// `n` new clients all relay, and only through pods `allowed` accepts. A client that
+/// reached a draining pod is refused (508); ten seconds of that fails the test.
+fn settled_spread(
+    client: &Client,
+    n: usize,
+    allowed: impl Fn(&str) -> bool,
+) -> BTreeMap<String, usize> {
+    let t0 = Instant::now();
+    loop {
+        let runs = join_all((0..n).map(|_| client.probe_in_background(5, 20)).collect());
+        let settled = runs
+            .iter()
+            .all(|r| r.ok && r.pod_ip.as_deref().is_some_and(&allowed));
+        if settled {
+            let mut by_pod = BTreeMap::new();
+            for r in runs {
+                *by_pod.entry(r.pod_ip.unwrap_or_default()).or_insert(0) += 1;
+            }
+            return by_pod;
+        }
+        let seen: Vec<_> = runs.iter().map(|r| (r.ok, r.pod_ip.clone())).collect();
+        assert!(
+            t0.elapsed() < secs(10),
+            "new clients still reach pods they should not 10 s after the endpoints changed: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// Starts `n` long clients and returns them with the pods they landed on (pod IP → runs).
 fn long_clients(client: &Client, n: usize, count: u32) -> Vec<JoinHandle<ProbeRun>> {
     (0..n)
@@ -544,12 +574,8 @@ fn scales_in_with_draining(c: &NodeCluster, client: &Client) {
                 .then_some(())
         },
     );
-    std::thread::sleep(secs(2));
-    let by_pod = spread(client, 6);
-    assert!(
-        by_pod.keys().all(|ip| !draining.contains_key(ip)),
-        "a new client landed on a draining pod: {by_pod:?}"
-    );
+    let by_pod = settled_spread(client, 6, |ip| !draining.contains_key(ip));
+    eprintln!("new clients during the drain: {by_pod:?}");
     // The draining pods are still there, relaying, while their allocations live.
     std::thread::sleep(secs(3));
     let still = c.pods("media", DATAPLANE);
@@ -606,12 +632,8 @@ fn rolls_without_cutting_allocations(c: &NodeCluster, client: &Client) {
         (ready_endpoints(c, "media", "media-gateway") == BTreeSet::from([new_ip.clone()]))
             .then_some(())
     });
-    std::thread::sleep(secs(2));
-    let by_pod = spread(client, 4);
-    assert!(
-        by_pod.keys().all(|ip| *ip == new_ip),
-        "new clients during the roll: {by_pod:?}, new pod {new_ip}"
-    );
+    let by_pod = settled_spread(client, 4, |ip| ip == new_ip);
+    eprintln!("new clients during the roll: {by_pod:?} (new pod {new_ip})");
     let results = join_all(runs);
     assert_all_echoed("an allocation on the pod being replaced", &results);
     // turnutils_uclient never deletes its allocations: those the first phase left on the
