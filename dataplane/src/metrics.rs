@@ -355,16 +355,15 @@ pub struct CertificateStatus {
 }
 
 impl Status {
-    /// Ready once a config is applied, while not draining, and with every listener this
-    /// dataplane serves bound (a listener whose port is taken keeps the pod out of the
-    /// Service instead of blackholing its clients).
     /// Ready for new allocations: serving and not draining.
     pub fn is_ready(&self) -> bool {
         self.is_serving() && !self.draining.load(Relaxed)
     }
 
-    /// Relaying for its clients: a config is applied and every listener is bound. A
-    /// draining dataplane still serves the allocations it has (see `/readyz`).
+    /// Relaying for its clients: a config is applied and every listener is bound (a
+    /// listener whose port is taken keeps the pod out of the Service instead of
+    /// blackholing its clients). A draining dataplane still serves the allocations it has
+    /// (see `/readyz`).
     pub fn is_serving(&self) -> bool {
         self.applied.load(Relaxed) && self.listener_error().is_none()
     }

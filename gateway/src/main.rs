@@ -363,7 +363,10 @@ fn main() -> anyhow::Result<()> {
                 tracing::info!(%addr, "echoing UDP");
             }
             // As PID 1 in a container nothing ends the process on SIGTERM unless it does.
-            rt.block_on(terminated())?;
+            rt.block_on(async {
+                terminated()?.await;
+                anyhow::Ok(())
+            })?;
         }
         Command::Auth(a) => {
             let opts = a
@@ -373,13 +376,7 @@ fn main() -> anyhow::Result<()> {
                 let events = turnpike_dataplane::cds::client::subscribe(opts)?;
                 let state = turnpike_auth::http::AppState::new();
                 tokio::spawn(turnpike_auth::follow(state.gateways.clone(), events));
-                turnpike_auth::serve_until(a.listen, state, async {
-                    if let Err(e) = terminated().await {
-                        tracing::error!(error = %e, "no SIGTERM handler; serving until killed");
-                        std::future::pending::<()>().await;
-                    }
-                })
-                .await?;
+                turnpike_auth::serve_until(a.listen, state, terminated()?).await?;
                 anyhow::Ok(())
             })
             .context("auth service")?;
@@ -407,16 +404,18 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits for SIGTERM or SIGINT: as PID 1 in a container nothing ends the process on
-/// SIGTERM unless it does so itself.
-async fn terminated() -> anyhow::Result<()> {
+/// Installs the SIGTERM handler (inside the runtime) and returns what completes on SIGTERM
+/// or SIGINT: as PID 1 in a container nothing ends the process on SIGTERM unless it does
+/// so itself.
+fn terminated() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    Ok(())
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    })
 }
 
 fn operator_options(a: OperatorArgs) -> turnpike_gateway::operator::OperatorOptions {

@@ -1,7 +1,7 @@
 //! `turnpike probe`: allocate, permit, echo through a peer and report the round trip — a
 //! command-line version of a browser's TURN connectivity check.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -75,15 +75,11 @@ pub fn target_from_dir(dir: &Path, gateway: Option<&str>) -> Result<Target, Stri
 
 /// Answers every datagram on `addr` with itself, in a background thread.
 pub fn start_echo(addr: SocketAddr) -> std::io::Result<SocketAddr> {
-    let sock = UdpSocket::bind(addr)?;
-    let local = sock.local_addr()?;
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 2048];
-        while let Ok((n, from)) = sock.recv_from(&mut buf) {
-            let _ = sock.send_to(&buf[..n], from);
-        }
-    });
-    Ok(local)
+    let bound = crate::echo::start(&[addr])?;
+    bound
+        .first()
+        .copied()
+        .ok_or_else(|| std::io::Error::other("no echo socket bound"))
 }
 
 #[derive(Debug, Clone)]

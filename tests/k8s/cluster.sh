@@ -7,6 +7,7 @@
 #   tests/k8s/cluster.sh start   # builds (first run, cached), starts, prints export lines
 #   tests/k8s/cluster.sh env     # prints the export lines of the running cluster
 #   tests/k8s/cluster.sh import ARCHIVE   # imports an OCI/Docker image archive into containerd
+#   tests/k8s/cluster.sh ctr ARGS...      # ctr against the cluster's containerd (k8s.io)
 #   tests/k8s/cluster.sh stop    # removes every process, mount, cgroup, namespace and rule
 #
 # Network (all of it in 198.18.0.0/15, on interfaces and namespaces made here):
@@ -383,7 +384,6 @@ print_env() {
   echo "export TURNPIKE_CLUSTER_INET_NS=$INET_NS"
   echo "export TURNPIKE_CLUSTER_NODE_NS=$NODE_NS"
   echo "export TURNPIKE_CLUSTER_LB_CIDR=$LB_CIDR"
-  echo "export TURNPIKE_CLUSTER_NODE_IP=$NODE_IP"
 }
 
 import_image() { # archive
@@ -495,6 +495,7 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   import) [ $# -eq 2 ] || { log "usage: $0 import ARCHIVE"; exit 2; }; import_image "$2" ;;
+  ctr) shift; ctr_cmd "$@" ;;
   env) [ -f "$run/admin.kubeconfig" ] || { log "not running"; exit 1; }; print_env ;;
-  *) log "usage: $0 start|stop|env|import ARCHIVE"; exit 2 ;;
+  *) log "usage: $0 start|stop|env|import ARCHIVE|ctr ARGS..."; exit 2 ;;
 esac

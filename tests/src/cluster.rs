@@ -22,8 +22,6 @@ pub struct NodeCluster {
     /// The network namespace that plays the internet: it reaches the node only through
     /// load-balancer addresses.
     pub inet_ns: String,
-    /// The Node's address (API server, kubelet, CoreDNS).
-    pub node_ip: String,
     run: PathBuf,
 }
 
@@ -75,7 +73,6 @@ impl NodeCluster {
             run: admin.parent().unwrap().to_path_buf(),
             kube: Kube { admin },
             inet_ns: var("TURNPIKE_CLUSTER_INET_NS"),
-            node_ip: var("TURNPIKE_CLUSTER_NODE_IP"),
         };
         let out = script(
             "tests/k8s/cluster.sh",
@@ -119,12 +116,7 @@ impl NodeCluster {
             .and_then(|id| id.strip_prefix("containerd://"))
             .unwrap_or_else(|| panic!("no running container {container} in {ns}/{pod}"))
             .to_string();
-        let out = Command::new(self.ctr())
-            .arg("--address")
-            .arg(self.run.join("containerd/containerd.sock"))
-            .args(["-n", "k8s.io", "tasks", "ls"])
-            .output()
-            .unwrap();
+        let out = script("tests/k8s/cluster.sh", &["ctr", "tasks", "ls"]);
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         text.lines()
             .find_map(|l| {
@@ -134,16 +126,6 @@ impl NodeCluster {
                     .flatten()
             })
             .unwrap_or_else(|| panic!("no task {id} in ctr tasks ls:\n{text}"))
-    }
-
-    fn ctr(&self) -> PathBuf {
-        let version = std::env::var("CONTAINERD_VERSION").unwrap_or_else(|_| "2.4.2".into());
-        cache_dir().join(format!("containerd-{version}/ctr"))
-    }
-
-    /// A command run in the "internet" namespace, under a timeout.
-    pub fn inet(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        crate::in_netns(Some(&self.inet_ns), program)
     }
 
     /// Pods of `ns` matching `selector`: name → the pod object.
@@ -192,13 +174,6 @@ pub fn is_terminating(pod: &Value) -> bool {
 
 pub fn pod_ip(pod: &Value) -> String {
     pod["status"]["podIP"].as_str().unwrap_or("").to_string()
-}
-
-fn cache_dir() -> PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"))
-        .join("turnpike")
 }
 
 /// What `/proc/PID` says of a process's privileges.

@@ -409,7 +409,7 @@ spec:
         p.effective_capabilities, "0000000000000000",
         "{name}: {p:?}"
     );
-    assert_lb(c, "media-tls", LB_TLS);
+    assign_lb_address(c, "media", "media-tls", LB_TLS);
     let (ip, port) = echo.split_once(':').unwrap();
     let r = uclient_in(
         Some(&c.inet_ns),
@@ -421,18 +421,23 @@ spec:
     assert_eq!(r.lost, Some(0), "TURN-TLS on 443: {}", r.output);
 }
 
-fn assert_lb(c: &NodeCluster, gateway: &str, ip: &str) {
-    assign_lb_address(c, "media", gateway, ip);
-}
-
 /// Runs `n` short probes side by side; returns the pod IPs they landed on.
 fn spread(client: &Client, n: usize) -> BTreeMap<String, usize> {
-    let runs = join_all((0..n).map(|_| client.probe_in_background(5, 20)).collect());
+    let runs = new_clients(client, n);
     assert_all_echoed("a new client", &runs);
+    by_pod(&runs)
+}
+
+fn new_clients(client: &Client, n: usize) -> Vec<ProbeRun> {
+    join_all((0..n).map(|_| client.probe_in_background(5, 20)).collect())
+}
+
+/// How many of `runs` each pod (by IP) served.
+fn by_pod(runs: &[ProbeRun]) -> BTreeMap<String, usize> {
     let mut by_pod = BTreeMap::new();
     for r in runs {
         *by_pod
-            .entry(r.pod_ip.expect("relayed address"))
+            .entry(r.pod_ip.clone().unwrap_or_default())
             .or_insert(0) += 1;
     }
     by_pod
@@ -501,16 +506,12 @@ fn settled_spread(
 ) -> BTreeMap<String, usize> {
     let t0 = Instant::now();
     loop {
-        let runs = join_all((0..n).map(|_| client.probe_in_background(5, 20)).collect());
+        let runs = new_clients(client, n);
         let settled = runs
             .iter()
             .all(|r| r.ok && r.pod_ip.as_deref().is_some_and(&allowed));
         if settled {
-            let mut by_pod = BTreeMap::new();
-            for r in runs {
-                *by_pod.entry(r.pod_ip.unwrap_or_default()).or_insert(0) += 1;
-            }
-            return by_pod;
+            return by_pod(&runs);
         }
         let seen: Vec<_> = runs.iter().map(|r| (r.ok, r.pod_ip.clone())).collect();
         assert!(
