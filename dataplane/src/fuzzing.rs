@@ -98,7 +98,10 @@ pub fn server_packets(data: &[u8]) -> crate::proto::Stats {
         let client = ClientKey {
             listener: 0,
             transport: if kind & 16 != 0 {
-                Transport::Stream(u64::from(kind & 3))
+                Transport::Stream(crate::proto::ConnId {
+                    slot: u32::from(kind & 3),
+                    seq: 0,
+                })
             } else {
                 Transport::Udp
             },

@@ -15,8 +15,8 @@ use turnpike_dataplane::config::DataplaneConfig;
 use turnpike_dataplane::fuzzing::{CONFIG, NullRelays, signed_request};
 use turnpike_dataplane::proto::message::method;
 use turnpike_dataplane::proto::{
-    Class, ClientAction, ClientKey, MessageBuilder, NonceKey, Now, PEER_HEADROOM, Server,
-    Transport, UserQuota, attr,
+    Class, ClientKey, Destination, MessageBuilder, NonceKey, Now, PEER_HEADROOM, Payload, Server,
+    Transmit, Transport, UserQuota, attr,
 };
 
 struct Counting;
@@ -71,10 +71,14 @@ fn relaying_allocates_nothing() {
             }
         });
         let action = server.handle_client(now, client, &req, &mut out, &mut relays);
-        let ClientAction::Reply(n) = action else {
+        let Some(Transmit {
+            destination: Destination::Client(_),
+            payload: Payload::Written(range),
+        }) = action
+        else {
             panic!("{action:?}")
         };
-        let resp = turnpike_dataplane::proto::Message::parse(&out[..n]).unwrap();
+        let resp = turnpike_dataplane::proto::Message::parse(&out[range]).unwrap();
         assert_eq!(resp.class, Class::Success);
     }
     let alloc = server.allocations().next().unwrap().0;
@@ -94,8 +98,10 @@ fn relaying_allocates_nothing() {
     let mut relayed = 0;
     for _ in 0..10_000 {
         for data in [&channel_data[..], &send[..]] {
-            if let ClientAction::ToPeer { .. } =
-                server.handle_client(now, client, data, &mut out, &mut relays)
+            if let Some(Transmit {
+                destination: Destination::Peer { .. },
+                ..
+            }) = server.handle_client(now, client, data, &mut out, &mut relays)
             {
                 relayed += 1;
             }

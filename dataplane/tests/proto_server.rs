@@ -17,9 +17,9 @@ use turnpike_dataplane::proto::auth::rest_password;
 use turnpike_dataplane::proto::integrity::{Key, PasswordAlgorithm};
 use turnpike_dataplane::proto::message::method;
 use turnpike_dataplane::proto::{
-    AllocId, Class, ClientAction, ClientKey, Family, Message, MessageBuilder, NonceKey, Now,
-    OpenedRelay, PEER_HEADROOM, RelayError, RelayPorts, RelayRequest, Server, ServerConfig,
-    Transport, UserQuota, attr, channel,
+    AllocId, Class, ClientKey, Destination, Family, Message, MessageBuilder, NonceKey, Now,
+    OpenedRelay, PEER_HEADROOM, Payload, RelayError, RelayPorts, RelayRequest, Server,
+    ServerConfig, Transmit, Transport, UserQuota, attr, channel,
 };
 
 const UNIX: u64 = 1_800_000_000;
@@ -147,14 +147,17 @@ impl Harness {
             seq: 0,
         }
     }
-    fn send(&mut self, c: &Client, data: &[u8]) -> ClientAction {
+    fn send(&mut self, c: &Client, data: &[u8]) -> Option<Transmit> {
         let now = self.now();
         self.server
             .handle_client(now, c.key, data, &mut self.out, &mut self.ports)
     }
     fn reply(&mut self, c: &Client, data: &[u8]) -> Option<Resp> {
         match self.send(c, data) {
-            ClientAction::Reply(n) => Some(Resp::parse(&self.out[..n])),
+            Some(Transmit {
+                destination: Destination::Client(to),
+                payload: Payload::Written(range),
+            }) if to == c.key => Some(Resp::parse(&self.out[range])),
             _ => None,
         }
     }
@@ -424,7 +427,10 @@ fn channel_bind_and_channel_data_both_ways() {
     let mut frame = vec![0x40, 0x01, 0, 5];
     frame.extend_from_slice(b"hello\0\0\0");
     match h.send(&c, &frame) {
-        ClientAction::ToPeer { peer, payload, .. } => {
+        Some(Transmit {
+            destination: Destination::Peer { peer, .. },
+            payload: Payload::InPlace(payload),
+        }) => {
             assert_eq!(peer, "10.0.1.5:5005".parse().unwrap());
             assert_eq!(&frame[payload], b"hello");
         }
@@ -439,11 +445,11 @@ fn channel_bind_and_channel_data_both_ways() {
         .server
         .handle_peer(now, alloc, "10.0.1.5:5005".parse().unwrap(), &mut buf, 3)
         .unwrap();
-    assert_eq!(to.client, c.key);
-    assert_eq!(
-        channel::parse(&buf[to.range.clone()]).unwrap(),
-        (0x4001, &b"abc"[..])
-    );
+    let Payload::InPlace(range) = to.payload else {
+        panic!("{to:?}")
+    };
+    assert_eq!(to.destination, Destination::Client(c.key));
+    assert_eq!(channel::parse(&buf[range]).unwrap(), (0x4001, &b"abc"[..]));
     // A peer without permission is dropped.
     assert!(
         h.server
@@ -453,7 +459,7 @@ fn channel_bind_and_channel_data_both_ways() {
     let _ = relay;
     // After 10 minutes without refresh the channel and permission are gone.
     h.advance(601);
-    assert_eq!(h.send(&c, &frame), ClientAction::None);
+    assert_eq!(h.send(&c, &frame), None);
 }
 
 #[test]
@@ -471,10 +477,13 @@ fn send_and_data_indications() {
         buf
     };
     let ind = send(&mut c, "10.0.0.1:9");
-    assert_eq!(h.send(&c, &ind), ClientAction::None, "no permission yet");
+    assert_eq!(h.send(&c, &ind), None, "no permission yet");
     h.request(&mut c, method::CREATE_PERMISSION, &peer("10.0.0.1:0"));
     match h.send(&c, &ind) {
-        ClientAction::ToPeer { payload, .. } => assert_eq!(&ind[payload], b"ping"),
+        Some(Transmit {
+            destination: Destination::Peer { .. },
+            payload: Payload::InPlace(payload),
+        }) => assert_eq!(&ind[payload], b"ping"),
         other => panic!("{other:?}"),
     }
     let mut buf = vec![0u8; 2048];
@@ -485,7 +494,10 @@ fn send_and_data_indications() {
         .server
         .handle_peer(now, alloc, "10.0.0.1:9".parse().unwrap(), &mut buf, 5)
         .unwrap();
-    let m = Message::parse(&buf[to.range]).unwrap();
+    let Payload::InPlace(range) = to.payload else {
+        panic!("{to:?}")
+    };
+    let m = Message::parse(&buf[range]).unwrap();
     assert_eq!((m.method, m.class), (method::DATA, Class::Indication));
     assert_eq!(m.get(attr::DATA), Some(&b"hello"[..]));
     assert_eq!(
@@ -495,7 +507,7 @@ fn send_and_data_indications() {
     );
     // Permissions last 300 s.
     h.advance(301);
-    assert_eq!(h.send(&c, &ind), ClientAction::None);
+    assert_eq!(h.send(&c, &ind), None);
 }
 
 #[test]
@@ -653,7 +665,7 @@ fn garbage_is_counted_never_answered() {
     overrun[22..24].copy_from_slice(&200u16.to_be_bytes());
     bad.push(overrun);
     for b in &bad {
-        assert_eq!(h.send(&c, b), ClientAction::None, "{b:?}");
+        assert_eq!(h.send(&c, b), None, "{b:?}");
     }
     assert_eq!(h.server.stats().malformed, bad.len() as u64);
 }

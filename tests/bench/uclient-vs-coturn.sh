@@ -5,8 +5,10 @@
 #
 #   tests/bench/uclient-vs-coturn.sh [--clients 100] [--messages 2000] [--size 160]
 #                                    [--pace-ms 1] [--rounds 3] [--workers N]
-#                                    [--transport udp|tcp|tls]
+#                                    [--transport udp|tcp|tls] [--baseline BIN]
 #
+# --baseline BIN adds a second Turnpike, run from BIN (an earlier build), to the same run,
+# so a change is measured before and after under the same load and machine state.
 # --transport picks how clients reach the server (TURN over UDP, TCP, or TLS with a
 # self-signed certificate both servers load); relays to the peer are UDP in every case.
 #
@@ -14,7 +16,7 @@
 # for the two cores with each other; loader and echo peer share the machine with both.
 set -euo pipefail
 
-clients=100 messages=2000 size=160 pace=1 rounds=3 workers=$(nproc) transport=udp
+clients=100 messages=2000 size=160 pace=1 rounds=3 workers=$(nproc) transport=udp baseline=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --clients) clients=$2; shift 2 ;;
@@ -24,6 +26,7 @@ while [ $# -gt 0 ]; do
     --rounds) rounds=$2; shift 2 ;;
     --workers) workers=$2; shift 2 ;;
     --transport) transport=$2; shift 2 ;;
+    --baseline) baseline=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -43,8 +46,9 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 secret=bench-secret
 peer=$(free_port); while [ $((peer % 2)) -ne 0 ] || [ "$peer" -gt 65000 ]; do peer=$(free_port); done
-tp_port=$(free_port); ct_port=$(free_port)
-admin=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+tp_port=$(free_port); ct_port=$(free_port); base_port=$(free_port)
+tcp_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+admin=$(tcp_port); base_admin=$(tcp_port)
 
 turnutils_peer -L 127.0.0.1 -p "$peer" >/dev/null 2>&1 & pids+=($!)
 
@@ -84,6 +88,16 @@ EOF
 RUST_LOG=warn "$bin" dataplane --config "$work/turnpike.yaml" --workers "$workers" \
   --admin "127.0.0.1:$admin" --drain-timeout 0s >"$work/turnpike.log" 2>&1 & pids+=($!)
 tp_pid=$!
+servers=(turnpike coturn)
+declare -A spid sport
+spid[turnpike]=$tp_pid sport[turnpike]=$tp_port
+if [ -n "$baseline" ]; then
+  sed "s/port: $tp_port\$/port: $base_port/" "$work/turnpike.yaml" > "$work/baseline.yaml"
+  RUST_LOG=warn "$baseline" dataplane --config "$work/baseline.yaml" --workers "$workers" \
+    --admin "127.0.0.1:$base_admin" --drain-timeout 0s >"$work/baseline.log" 2>&1 & pids+=($!)
+  spid[baseline]=$! sport[baseline]=$base_port
+  servers+=(baseline)
+fi
 
 : > "$work/empty.conf"
 turnserver -c "$work/empty.conf" -n --listening-ip=127.0.0.1 --relay-ip=127.0.0.1 \
@@ -92,14 +106,15 @@ turnserver -c "$work/empty.conf" -n --listening-ip=127.0.0.1 --relay-ip=127.0.0.
   --allow-loopback-peers --no-cli --no-tcp-relay "${ct_flags[@]}" \
   --relay-threads="$workers" --log-file=stdout >"$work/coturn.log" 2>&1 & pids+=($!)
 ct_pid=$!
+spid[coturn]=$ct_pid sport[coturn]=$ct_port
 sleep 1.5
-kill -0 "$tp_pid" "$ct_pid"
+for name in "${servers[@]}"; do kill -0 "${spid[$name]}"; done
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 
 declare -A pk cpu lost rtt
-for name in turnpike coturn; do pk[$name]=0; cpu[$name]=0; lost[$name]=0; rtt[$name]=0; done
+for name in "${servers[@]}"; do pk[$name]=0; cpu[$name]=0; lost[$name]=0; rtt[$name]=0; done
 
 run_one() { # name pid port
   local name=$1 pid=$2 port=$3 before after out l r attempt
@@ -127,28 +142,36 @@ run_one() { # name pid port
 }
 
 echo "load: TURN over $transport, $clients clients x $messages messages x $size bytes, pace ${pace} ms, $rounds round(s), $workers workers"
+[ -n "$baseline" ] && echo "baseline: $baseline"
 for round in $(seq 1 "$rounds"); do
-  if [ $((round % 2)) -eq 1 ]; then
-    run_one turnpike "$tp_pid" "$tp_port"; run_one coturn "$ct_pid" "$ct_port"
-  else
-    run_one coturn "$ct_pid" "$ct_port"; run_one turnpike "$tp_pid" "$tp_port"
-  fi
+  # Each round starts with the next server, so none always runs first.
+  n=${#servers[@]}
+  for i in $(seq 0 $((n - 1))); do
+    name=${servers[$(( (round - 1 + i) % n ))]}
+    run_one "$name" "${spid[$name]}" "${sport[$name]}"
+  done
 done
 
-python3 - "$hz" "$rounds" "$clients" "$messages" \
-  "${pk[turnpike]}" "${cpu[turnpike]}" "${lost[turnpike]}" "${rtt[turnpike]}" \
-  "${pk[coturn]}" "${cpu[coturn]}" "${lost[coturn]}" "${rtt[coturn]}" <<'EOF'
+args=()
+for name in "${servers[@]}"; do args+=("$name" "${pk[$name]}" "${cpu[$name]}" "${lost[$name]}" "${rtt[$name]}"); done
+python3 - "$hz" "$rounds" "$clients" "$messages" "${args[@]}" <<'EOF'
 import sys
 hz, rounds, clients, messages = (int(x) for x in sys.argv[1:5])
-def row(pk, cpu, lost, rtt):
+rows = {}
+rest = sys.argv[5:]
+for i in range(0, len(rest), 5):
+    name, pk, cpu, lost, rtt = rest[i:i + 5]
     secs = int(cpu) / hz
-    return int(pk), secs, int(lost), float(rtt) / rounds, (int(pk) / secs if secs else float("inf"))
-tp = row(*sys.argv[5:9]); ct = row(*sys.argv[9:13])
+    rows[name] = (int(pk), secs, int(lost), float(rtt) / rounds, (int(pk) / secs if secs else float("inf")))
 sent = rounds * clients * messages
 print()
 print(f"{'server':<10}{'relayed pkts':>14}{'cpu s':>9}{'lost':>8}{'loss %':>9}{'avg rtt ms':>12}{'pkts/cpu-s':>13}")
-for name, (pk, secs, lost, rtt, rate) in (("turnpike", tp), ("coturn", ct)):
+for name, (pk, secs, lost, rtt, rate) in rows.items():
     print(f"{name:<10}{pk:>14}{secs:>9.2f}{lost:>8}{100*lost/sent:>9.3f}{rtt:>12.2f}{rate:>13.0f}")
-ratio = tp[4] / ct[4] if ct[4] else float("inf")
-print(f"\nturnpike / coturn packets per CPU-second: {ratio:.2f}x")
+def ratio(a, b):
+    return rows[a][4] / rows[b][4] if rows[b][4] else float("inf")
+print(f"\nturnpike / coturn packets per CPU-second: {ratio('turnpike', 'coturn'):.2f}x")
+if "baseline" in rows:
+    print(f"baseline / coturn packets per CPU-second: {ratio('baseline', 'coturn'):.2f}x")
+    print(f"turnpike / baseline packets per CPU-second: {ratio('turnpike', 'baseline'):.2f}x")
 EOF

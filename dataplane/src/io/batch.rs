@@ -1,4 +1,10 @@
-//! Batched datagram I/O: `recvmmsg`/`sendmmsg` on Linux, one datagram per call elsewhere.
+//! Batched datagram I/O: `recvmmsg`/`sendmmsg` over one pool of packet buffers.
+//!
+//! Every datagram the worker relays or answers passes through [`Datagrams`]: it is received
+//! into a pool buffer, framed or answered in place (answers go into the next free buffer),
+//! queued with [`Datagrams::push`], and sent by [`Datagrams::flush`], one `sendmmsg` per
+//! run of datagrams leaving from the same socket. Client → peer and peer → client take the
+//! same path.
 //!
 //! This is the only module of the dataplane that needs `unsafe`: the batch calls take raw
 //! `mmsghdr` arrays whose pointers are rebuilt right before each call, so nothing here is
@@ -7,331 +13,224 @@
 
 use std::io;
 use std::mem::{MaybeUninit, size_of};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::SocketAddr;
+use std::ops::Range;
 use std::os::fd::RawFd;
 
-/// Datagrams per batch call.
+use socket2::{SockAddr, SockAddrStorage};
+
+use crate::proto::AllocId;
+
+/// Datagrams per receive call, and the pool holds twice as many buffers: each received
+/// client datagram may need a second buffer for its answer.
 pub const BATCH: usize = 32;
+const POOL: usize = 2 * BATCH;
 /// Room for one datagram; jumbo frames fit. Larger datagrams are truncated and dropped.
 pub const BUF_LEN: usize = 9216;
 
-fn to_storage(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
-    let mut storage: libc::sockaddr_storage = unsafe { MaybeUninit::zeroed().assume_init() };
-    let len = match addr {
-        SocketAddr::V4(a) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
-            unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in, sin) };
-            size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(a) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: a.scope_id(),
-            };
-            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
-            unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in6, sin6) };
-            size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (storage, len as libc::socklen_t)
+/// The socket a queued datagram leaves from, resolved to a descriptor only at flush time:
+/// an allocation that ended in between (its [`AllocId`] no longer live) loses the datagram
+/// instead of sending it from whatever socket took over the descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// The worker's UDP socket of a listener (by index in the config).
+    Listener(u16),
+    /// An allocation's relay socket.
+    Relay(AllocId),
 }
 
-fn from_storage(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match s.ss_family as libc::c_int {
-        libc::AF_INET => {
-            // SAFETY: the kernel wrote a sockaddr_in when the family says AF_INET.
-            let a = unsafe { &*(s as *const _ as *const libc::sockaddr_in) };
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                Ipv4Addr::from(a.sin_addr.s_addr.to_ne_bytes()),
-                u16::from_be(a.sin_port),
-            )))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the kernel wrote a sockaddr_in6 when the family says AF_INET6.
-            let a = unsafe { &*(s as *const _ as *const libc::sockaddr_in6) };
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(a.sin6_addr.s6_addr),
-                u16::from_be(a.sin6_port),
-                a.sin6_flowinfo,
-                a.sin6_scope_id,
-            )))
-        }
-        _ => None,
-    }
+/// One datagram a receive call brought: which pool buffer, its length, the sender, and
+/// whether the kernel cut it short because the buffer was too small.
+#[derive(Debug, Clone, Copy)]
+pub struct Received {
+    pub buf: usize,
+    pub len: usize,
+    pub from: Option<SocketAddr>,
+    pub truncated: bool,
 }
 
-/// What one receive call reported for a datagram: length, sender, and whether the kernel
-/// cut it short because the buffer was too small.
-type Received = (usize, Option<SocketAddr>, bool);
-
-/// One `recvmmsg` into the buffers `bufs` yields (pointer and length), at most [`BATCH`].
-///
-/// # Safety
-/// Every pointer must be valid for writes of its length for the duration of the call and
-/// the buffers must not overlap.
-unsafe fn recv_batch(
-    fd: RawFd,
-    bufs: impl Iterator<Item = (*mut u8, usize)>,
-    meta: &mut [Received; BATCH],
-) -> io::Result<usize> {
-    // SAFETY: all-zero sockaddr_storage is valid.
-    let zero: libc::sockaddr_storage = unsafe { MaybeUninit::zeroed().assume_init() };
-    let mut addrs = [zero; BATCH];
-    let mut iovs: [MaybeUninit<libc::iovec>; BATCH] = [MaybeUninit::uninit(); BATCH];
-    // SAFETY: mmsghdr is plain old data; all-zero is valid.
-    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { MaybeUninit::zeroed().assume_init() };
-    let mut count = 0;
-    for (k, (ptr, len)) in bufs.take(BATCH).enumerate() {
-        iovs[k].write(libc::iovec {
-            iov_base: ptr as *mut libc::c_void,
-            iov_len: len,
-        });
-        hdrs[k].msg_hdr.msg_name = &mut addrs[k] as *mut _ as *mut libc::c_void;
-        hdrs[k].msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        hdrs[k].msg_hdr.msg_iov = iovs[k].as_mut_ptr();
-        hdrs[k].msg_hdr.msg_iovlen = 1;
-        count = k + 1;
-    }
-    if count == 0 {
-        return Ok(0);
-    }
-    // SAFETY: headers [0, count) point at the caller's live buffers and at `addrs`, all of
-    // which outlive the call.
-    let n = unsafe {
-        libc::recvmmsg(
-            fd,
-            hdrs.as_mut_ptr(),
-            count as libc::c_uint,
-            libc::MSG_DONTWAIT,
-            std::ptr::null_mut(),
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let n = n as usize;
-    for k in 0..n {
-        meta[k] = (
-            hdrs[k].msg_len as usize,
-            from_storage(&addrs[k]),
-            hdrs[k].msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
-        );
-    }
-    Ok(n)
-}
-
-/// A set of receive buffers filled by one `recvmmsg`.
-pub struct RecvBatch {
-    bufs: Box<[[u8; BUF_LEN]]>,
-    meta: [Received; BATCH],
-    count: usize,
-}
-
-impl Default for RecvBatch {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl RecvBatch {
-    pub fn new() -> Self {
-        RecvBatch {
-            bufs: vec![[0u8; BUF_LEN]; BATCH].into_boxed_slice(),
-            meta: [(0, None, false); BATCH],
-            count: 0,
-        }
-    }
-
-    /// Receives up to [`BATCH`] datagrams. An empty socket gives `WouldBlock`.
-    pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
-        let bufs = self.bufs.iter_mut().map(|b| (b.as_mut_ptr(), BUF_LEN));
-        // SAFETY: each buffer is a distinct, live array of BUF_LEN bytes owned by self.
-        let n = unsafe { recv_batch(fd, bufs, &mut self.meta) }?;
-        self.count = n;
-        Ok(n)
-    }
-
-    pub fn len(&self) -> usize {
-        self.count
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    /// Datagram `i`: its bytes, sender, and whether it was cut short.
-    pub fn get(&self, i: usize) -> Option<(&[u8], SocketAddr, bool)> {
-        if i >= self.count {
-            return None;
-        }
-        let (len, from, truncated) = self.meta[i];
-        Some((&self.bufs[i][..len.min(BUF_LEN)], from?, truncated))
-    }
-}
-
-/// Outgoing datagrams gathered for one `sendmmsg` per socket. Buffers are handed out in
-/// order; an entry refers to the buffer it leaves from, so a buffer that was filled but
-/// then dropped (no permission, say) simply stays unused until the next flush.
-pub struct SendBatch {
-    bufs: Box<[[u8; BUF_LEN]]>,
-    /// Buffers handed out since the last flush.
-    used: usize,
-    /// Entry → buffer index and byte range in it.
-    slots: [u8; BATCH],
-    ranges: [(u16, u16); BATCH],
-    dests: Box<[libc::sockaddr_storage]>,
-    dest_lens: [libc::socklen_t; BATCH],
-    /// Which socket each datagram leaves from (a listener index of the worker).
-    sockets: [u16; BATCH],
-    count: usize,
-    /// What [`SendBatch::recv_into`] received: (length, sender, truncated).
-    received: [Received; BATCH],
-}
-
-impl Default for SendBatch {
-    fn default() -> Self {
-        Self::new()
-    }
+/// A datagram queued for the next flush.
+struct Queued {
+    buf: u8,
+    range: (u16, u16),
+    via: Via,
+    dest: SockAddr,
 }
 
 /// What a flush achieved.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Flushed {
     pub sent: usize,
-    /// Dropped because the socket buffer was full or the send failed.
+    /// Dropped because the socket buffer was full, the send failed or the socket is gone.
     pub dropped: usize,
 }
 
-impl SendBatch {
+/// The worker's packet buffers and its queue of datagrams to send.
+pub struct Datagrams {
+    bufs: Box<[[u8; BUF_LEN]]>,
+    /// Buffers handed out since the last flush (received into or written by an answer); a
+    /// buffer whose datagram was dropped simply stays unused until the flush.
+    used: usize,
+    queue: Vec<Queued>,
+    received: Vec<Received>,
+    /// Sender addresses of the current receive call.
+    addrs: Box<[SockAddrStorage]>,
+}
+
+impl Default for Datagrams {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Datagrams {
     pub fn new() -> Self {
-        // SAFETY: all-zero sockaddr_storage is valid.
-        let zero: libc::sockaddr_storage = unsafe { MaybeUninit::zeroed().assume_init() };
-        SendBatch {
-            bufs: vec![[0u8; BUF_LEN]; BATCH].into_boxed_slice(),
+        Datagrams {
+            bufs: vec![[0u8; BUF_LEN]; POOL].into_boxed_slice(),
             used: 0,
-            slots: [0; BATCH],
-            ranges: [(0, 0); BATCH],
-            dests: vec![zero; BATCH].into_boxed_slice(),
-            dest_lens: [0; BATCH],
-            sockets: [0; BATCH],
-            count: 0,
-            received: [(0, None, false); BATCH],
+            queue: Vec::with_capacity(POOL),
+            received: Vec::with_capacity(BATCH),
+            addrs: (0..BATCH).map(|_| SockAddrStorage::zeroed()).collect(),
         }
     }
 
     /// Buffers still free before a flush is needed.
     pub fn free(&self) -> usize {
-        BATCH - self.used
+        POOL - self.used
     }
 
-    pub fn is_full(&self) -> bool {
-        self.used == BATCH
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    /// The next free buffer, to be filled in place and then committed with [`Self::push`].
-    pub fn slot(&mut self) -> &mut [u8; BUF_LEN] {
-        let i = self.used.min(BATCH - 1);
-        &mut self.bufs[i]
-    }
-
-    fn entry(&mut self, buf: usize, socket: u16, range: std::ops::Range<usize>, dest: SocketAddr) {
-        if self.count == BATCH || buf >= BATCH || range.end > BUF_LEN {
-            return;
-        }
-        let i = self.count;
-        self.slots[i] = buf as u8;
-        self.ranges[i] = (range.start as u16, range.end as u16);
-        let (s, l) = to_storage(&dest);
-        self.dests[i] = s;
-        self.dest_lens[i] = l;
-        self.sockets[i] = socket;
-        self.count += 1;
-    }
-
-    /// Commits `slot()[range]` for `dest` through socket `socket`. The caller flushes first
-    /// when the batch is full.
-    pub fn push(&mut self, socket: u16, range: std::ops::Range<usize>, dest: SocketAddr) {
-        if self.used == BATCH {
-            return;
-        }
-        self.entry(self.used, socket, range, dest);
-        self.used += 1;
-    }
-
-    /// Receives up to `max` datagrams from `fd` straight into the next free buffers, each
-    /// at `offset` with room up to `end`, so they can be framed in place and sent on. One
-    /// call with `max > 1` also tells whether the queue is drained (fewer than `max`), which
-    /// saves the extra `EAGAIN` receive a single-datagram loop needs.
-    pub fn recv_into(
-        &mut self,
-        fd: RawFd,
-        max: usize,
-        offset: usize,
-        end: usize,
-    ) -> io::Result<usize> {
-        let max = max.min(self.free());
+    /// Receives up to `max` datagrams from `fd` into the next free buffers, each at
+    /// `offset` with room up to `end` (so a relayed datagram can be framed in place), and
+    /// returns what arrived. The buffers count as used until the next flush. One call with
+    /// `max > 1` also tells whether the queue is drained (fewer than `max`), which saves the
+    /// extra `EAGAIN` receive a single-datagram loop needs.
+    pub fn recv(&mut self, fd: RawFd, max: usize, offset: usize, end: usize) -> io::Result<usize> {
+        self.received.clear();
+        let max = max.min(self.free()).min(BATCH);
         if max == 0 || offset >= end || end > BUF_LEN {
             return Ok(0);
         }
-        let bufs = self.bufs[self.used..self.used + max]
-            .iter_mut()
-            .map(|b| (b[offset..].as_mut_ptr(), end - offset));
-        // SAFETY: each range [offset, end) lies inside a distinct, live buffer owned by self.
-        unsafe { recv_batch(fd, bufs, &mut self.received) }
+        let first = self.used;
+        let mut iovs: [MaybeUninit<libc::iovec>; BATCH] = [MaybeUninit::uninit(); BATCH];
+        // SAFETY: mmsghdr is plain old data; all-zero is valid.
+        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { MaybeUninit::zeroed().assume_init() };
+        for k in 0..max {
+            let buf = &mut self.bufs[first + k][offset..end];
+            iovs[k].write(libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            });
+            let name = &mut self.addrs[k];
+            hdrs[k].msg_hdr.msg_namelen = name.size_of();
+            hdrs[k].msg_hdr.msg_name = (name as *mut SockAddrStorage).cast();
+            hdrs[k].msg_hdr.msg_iov = iovs[k].as_mut_ptr();
+            hdrs[k].msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: headers [0, max) point at distinct live ranges of distinct pool buffers
+        // and at distinct address storages, all owned by self and outliving the call.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                hdrs.as_mut_ptr(),
+                max as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        for (k, hdr) in hdrs.iter().enumerate().take(n as usize) {
+            let storage = std::mem::replace(&mut self.addrs[k], SockAddrStorage::zeroed());
+            // SAFETY: the kernel wrote a socket address of its family and set the length.
+            let from = unsafe { SockAddr::new(storage, hdr.msg_hdr.msg_namelen) }.as_socket();
+            self.received.push(Received {
+                buf: first + k,
+                len: hdr.msg_len as usize,
+                from,
+                truncated: hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+            });
+        }
+        self.used += n as usize;
+        Ok(n as usize)
     }
 
-    /// Datagram `k` of the last [`Self::recv_into`]: its buffer, length, sender, truncation.
-    pub fn received(&mut self, k: usize) -> (&mut [u8; BUF_LEN], usize, Option<SocketAddr>, bool) {
-        let (len, from, truncated) = self.received[k.min(BATCH - 1)];
-        let i = (self.used + k).min(BATCH - 1);
-        (&mut self.bufs[i], len, from, truncated)
+    /// What the last [`Self::recv`] brought.
+    pub fn received(&self, k: usize) -> Option<Received> {
+        self.received.get(k).copied()
     }
 
-    /// Queues received datagram `k`, now framed as `range` of its buffer, for `dest`.
-    pub fn push_received(
-        &mut self,
-        k: usize,
-        socket: u16,
-        range: std::ops::Range<usize>,
-        dest: SocketAddr,
-    ) {
-        self.entry(self.used + k, socket, range, dest);
+    /// Buffer `buf`, to read a received datagram or frame one in place.
+    pub fn buf_mut(&mut self, buf: usize) -> &mut [u8; BUF_LEN] {
+        &mut self.bufs[buf.min(POOL - 1)]
     }
 
-    /// Marks the `n` buffers of the last [`Self::recv_into`] as used.
-    pub fn commit_received(&mut self, n: usize) {
-        self.used = (self.used + n).min(BATCH);
+    pub fn buf(&self, buf: usize) -> &[u8; BUF_LEN] {
+        &self.bufs[buf.min(POOL - 1)]
     }
 
-    /// Sends everything, one `sendmmsg` per run of datagrams leaving from the same socket.
-    pub fn flush(&mut self, fd_of: impl Fn(u16) -> Option<RawFd>) -> Flushed {
+    /// The buffer [`Self::input_and_answer`] hands out next, to read an answer written
+    /// there without queueing it as a datagram.
+    pub fn next_free(&self) -> &[u8; BUF_LEN] {
+        self.buf(self.used)
+    }
+
+    /// A received datagram (`input`, read-only) beside the next free buffer for its answer;
+    /// an answer is kept with [`Self::push_answer`]. `None` when the pool is full.
+    pub fn input_and_answer(&mut self, input: usize) -> Option<(&[u8], &mut [u8])> {
+        if self.used >= POOL || input >= self.used {
+            return None;
+        }
+        let (inputs, free) = self.bufs.split_at_mut(self.used);
+        Some((&inputs[input][..], &mut free[0][..]))
+    }
+
+    /// Queues `range` of the answer written into the buffer [`Self::input_and_answer`]
+    /// handed out, and marks that buffer used.
+    pub fn push_answer(&mut self, range: Range<usize>, via: Via, dest: SocketAddr) {
+        if self.used < POOL {
+            self.used += 1;
+            self.push(self.used - 1, range, via, dest);
+        }
+    }
+
+    /// Copies `bytes` into a free buffer and queues them; `false` when the pool is full or
+    /// the datagram too large (the caller flushes first when [`Self::free`] is 0).
+    pub fn push_copy(&mut self, bytes: &[u8], via: Via, dest: SocketAddr) -> bool {
+        if self.used >= POOL || bytes.len() > BUF_LEN {
+            return false;
+        }
+        self.bufs[self.used][..bytes.len()].copy_from_slice(bytes);
+        self.used += 1;
+        self.push(self.used - 1, 0..bytes.len(), via, dest);
+        true
+    }
+
+    /// Queues `bufs[buf][range]` for `dest`, leaving through `via`.
+    pub fn push(&mut self, buf: usize, range: Range<usize>, via: Via, dest: SocketAddr) {
+        if buf >= self.used || range.start > range.end || range.end > BUF_LEN {
+            return;
+        }
+        self.queue.push(Queued {
+            buf: buf as u8,
+            range: (range.start as u16, range.end as u16),
+            via,
+            dest: dest.into(),
+        });
+    }
+
+    /// Sends everything queued, one `sendmmsg` per run of datagrams leaving from the same
+    /// socket, and frees every buffer.
+    pub fn flush(&mut self, fd_of: impl Fn(Via) -> Option<RawFd>) -> Flushed {
         let mut result = Flushed::default();
         let mut start = 0;
-        while start < self.count {
-            let sock = self.sockets[start];
-            let mut end = start + 1;
-            while end < self.count && self.sockets[end] == sock {
-                end += 1;
-            }
-            match fd_of(sock) {
+        while start < self.queue.len() {
+            let via = self.queue[start].via;
+            let end = self.queue[start..]
+                .iter()
+                .position(|q| q.via != via)
+                .map_or(self.queue.len(), |n| start + n);
+            match fd_of(via) {
                 Some(fd) => {
                     let sent = self.send_run(fd, start, end);
                     result.sent += sent;
@@ -341,33 +240,37 @@ impl SendBatch {
             }
             start = end;
         }
-        self.count = 0;
+        self.queue.clear();
         self.used = 0;
         result
     }
 
+    /// `sendmmsg` of queue entries `[start, end)` (at most [`POOL`]) on `fd`; returns how
+    /// many left.
     fn send_run(&mut self, fd: RawFd, start: usize, end: usize) -> usize {
         let n = end - start;
-        let mut iovs: [MaybeUninit<libc::iovec>; BATCH] = [MaybeUninit::uninit(); BATCH];
+        let mut iovs: [MaybeUninit<libc::iovec>; POOL] = [MaybeUninit::uninit(); POOL];
         // SAFETY: mmsghdr is plain old data; all-zero is valid.
-        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { MaybeUninit::zeroed().assume_init() };
-        for k in 0..n {
-            let i = start + k;
-            let (a, b) = self.ranges[i];
-            let buf = self.slots[i] as usize;
+        let mut hdrs: [libc::mmsghdr; POOL] = unsafe { MaybeUninit::zeroed().assume_init() };
+        let Datagrams { bufs, queue, .. } = self;
+        for (k, q) in queue[start..end].iter().enumerate() {
+            let bytes = &bufs[q.buf as usize][q.range.0 as usize..q.range.1 as usize];
             iovs[k].write(libc::iovec {
-                iov_base: self.bufs[buf][a as usize..].as_mut_ptr() as *mut libc::c_void,
-                iov_len: (b - a) as usize,
+                // sendmmsg only reads the payload.
+                iov_base: bytes.as_ptr() as *mut libc::c_void,
+                iov_len: bytes.len(),
             });
-            hdrs[k].msg_hdr.msg_name = &mut self.dests[i] as *mut _ as *mut libc::c_void;
-            hdrs[k].msg_hdr.msg_namelen = self.dest_lens[i];
+            // sendmmsg only reads the destination address.
+            hdrs[k].msg_hdr.msg_name = q.dest.as_ptr() as *mut libc::c_void;
+            hdrs[k].msg_hdr.msg_namelen = q.dest.len();
             hdrs[k].msg_hdr.msg_iov = iovs[k].as_mut_ptr();
             hdrs[k].msg_hdr.msg_iovlen = 1;
         }
         let mut done = 0;
         let mut lost = 0;
         while done < n {
-            // SAFETY: headers [done, n) point at live buffers and addresses of this batch.
+            // SAFETY: headers [done, n) point at live buffers and addresses of the queue,
+            // which is not touched until the call returns.
             let r = unsafe {
                 libc::sendmmsg(
                     fd,
@@ -391,52 +294,6 @@ impl SendBatch {
         }
         n - lost
     }
-}
-
-/// Sends one datagram without blocking; a full buffer loses it, as UDP may.
-pub fn send_to(fd: RawFd, data: &[u8], dest: &SocketAddr) -> io::Result<usize> {
-    let (storage, len) = to_storage(dest);
-    // SAFETY: `data` and `storage` are live for the call.
-    let r = unsafe {
-        libc::sendto(
-            fd,
-            data.as_ptr() as *const libc::c_void,
-            data.len(),
-            libc::MSG_DONTWAIT,
-            &storage as *const _ as *const libc::sockaddr,
-            len,
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r as usize)
-    }
-}
-
-/// Receives one datagram into `buf`; returns its length, sender and whether it was cut.
-pub fn recv_from(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, bool)> {
-    // SAFETY: all-zero sockaddr_storage is valid.
-    let mut storage: libc::sockaddr_storage = unsafe { MaybeUninit::zeroed().assume_init() };
-    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: `buf` and `storage` are live and sized as passed.
-    let r = unsafe {
-        libc::recvfrom(
-            fd,
-            buf.as_mut_ptr() as *mut libc::c_void,
-            buf.len(),
-            libc::MSG_DONTWAIT | libc::MSG_TRUNC,
-            &mut storage as *mut _ as *mut libc::sockaddr,
-            &mut len,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let from = from_storage(&storage)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unknown address family"))?;
-    let r = r as usize;
-    Ok((r.min(buf.len()), from, r > buf.len()))
 }
 
 /// Sets the Don't Fragment behaviour an Allocate with DONT-FRAGMENT asks for.

@@ -14,7 +14,7 @@ use crate::proto::{AllocId, Family, OpenedRelay, RelayError, RelayPorts, RelayRe
 
 use super::batch;
 
-/// Poll tokens at and above this value are relay sockets (`RELAY_BASE + AllocId`).
+/// Poll tokens at and above this value are relay sockets (`RELAY_BASE` + allocation slot).
 pub const RELAY_BASE: usize = 1 << 20;
 /// How long a reserved odd port waits for its Allocate (RFC 8656 suggests about 30 s).
 const RESERVATION_KEEP: Duration = Duration::from_secs(30);
@@ -155,7 +155,11 @@ impl RelayPorts for RelayOpener {
         }
         let mut sock = mio::net::UdpSocket::from_std(sock);
         self.registry
-            .register(&mut sock, Token(RELAY_BASE + alloc), Interest::READABLE)
+            .register(
+                &mut sock,
+                Token(RELAY_BASE + alloc.slot()),
+                Interest::READABLE,
+            )
             .map_err(|_| RelayError::NoCapacity)?;
         Ok(OpenedRelay {
             relay: sock,

@@ -16,7 +16,7 @@ use std::time::Instant;
 use mio::net::TcpStream;
 
 use crate::proto::framing::{self, MAX_FRAME};
-use crate::proto::{ClientKey, Transport};
+use crate::proto::{ClientKey, ConnId, Transport};
 
 pub use crate::metrics::CloseReason;
 
@@ -34,7 +34,7 @@ pub struct Connection {
     pub listener: u16,
     /// The `Transport::Stream` id: slot and a per-worker sequence, so a reused slot is
     /// never mistaken for the connection that held it before.
-    pub id: u64,
+    pub id: ConnId,
     tls: Option<Box<rustls::ServerConnection>>,
     /// The start of a frame whose remaining bytes have not arrived yet.
     partial: Vec<u8>,
@@ -59,7 +59,7 @@ impl Connection {
         socket: TcpStream,
         peer: SocketAddr,
         listener: u16,
-        id: u64,
+        id: ConnId,
         tls: Option<&Arc<rustls::ServerConfig>>,
         now: Instant,
     ) -> Result<Self, rustls::Error> {

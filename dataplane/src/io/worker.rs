@@ -3,11 +3,11 @@
 //! sockets. Nothing on the UDP relay path takes a lock or allocates: datagrams land in
 //! preallocated batch buffers and go out from them.
 
+mod egress;
 mod streams;
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
@@ -19,12 +19,13 @@ use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
 use crate::config::Protocol;
 use crate::metrics::{Metrics, Status};
 use crate::proto::{
-    ClientAction, ClientKey, NonceKey, Now, PEER_HEADROOM, PEER_TAILROOM, Server, ServerConfig,
-    ToClient, Transport, UserQuota,
+    ClientKey, NonceKey, Now, PEER_HEADROOM, PEER_TAILROOM, Server, ServerConfig, Transport,
+    UserQuota,
 };
 
-use super::batch::{self, BUF_LEN, RecvBatch, SendBatch};
+use super::batch::{BATCH, BUF_LEN, Datagrams};
 use super::relay::{RELAY_BASE, RelayAddrs, RelayOpener, Reservations};
+use egress::Bytes;
 
 const WAKER: Token = Token(0);
 const LISTENER_BASE: usize = 1;
@@ -32,6 +33,32 @@ const LISTENER_BASE: usize = 1;
 /// then relay sockets ([`RELAY_BASE`]).
 const STREAM_LISTENER_BASE: usize = 1 << 16;
 const CONN_BASE: usize = 1 << 18;
+
+/// What a poll token stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Commands,
+    /// The UDP socket of listener `i`.
+    UdpListener(u16),
+    /// The TCP socket of listener `i`.
+    StreamListener(usize),
+    /// The client connection in this slot.
+    Connection(usize),
+    /// The relay socket of the allocation in this slot.
+    Relay(usize),
+}
+
+impl Source {
+    fn of(token: Token) -> Source {
+        match token.0 {
+            0 => Source::Commands,
+            t if t >= RELAY_BASE => Source::Relay(t - RELAY_BASE),
+            t if t >= CONN_BASE => Source::Connection(t - CONN_BASE),
+            t if t >= STREAM_LISTENER_BASE => Source::StreamListener(t - STREAM_LISTENER_BASE),
+            t => Source::UdpListener((t - LISTENER_BASE) as u16),
+        }
+    }
+}
 const TICK: Duration = Duration::from_secs(1);
 /// Socket buffer asked for on listeners; bursts of many clients need more than the default.
 const LISTENER_BUFFER: usize = 4 << 20;
@@ -125,8 +152,7 @@ pub fn spawn(
         relays,
         listeners: Vec::new(),
         config: config.clone(),
-        rx: RecvBatch::new(),
-        tx: SendBatch::new(),
+        out: Datagrams::new(),
         streams: streams::Streams::default(),
         shared,
         stopping: false,
@@ -151,8 +177,8 @@ struct Worker {
     /// Indexed like the config's listeners; `None` when not served by this worker.
     listeners: Vec<Option<(SocketAddr, mio::net::UdpSocket)>>,
     config: Arc<ActiveConfig>,
-    rx: RecvBatch,
-    tx: SendBatch,
+    /// Every datagram in or out, whichever direction.
+    out: Datagrams,
     streams: streams::Streams,
     shared: WorkerShared,
     stopping: bool,
@@ -287,14 +313,12 @@ impl Worker {
             }
             let now = now();
             for ev in events.iter() {
-                match ev.token() {
-                    WAKER => self.handle_commands(),
-                    Token(t) if t >= RELAY_BASE => self.drain_relay(t - RELAY_BASE, now),
-                    Token(t) if t >= CONN_BASE => self.connection_ready(t - CONN_BASE, now),
-                    Token(t) if t >= STREAM_LISTENER_BASE => {
-                        self.accept(t - STREAM_LISTENER_BASE, now);
-                    }
-                    Token(t) => self.drain_listener((t - LISTENER_BASE) as u16, now),
+                match Source::of(ev.token()) {
+                    Source::Commands => self.handle_commands(),
+                    Source::Relay(slot) => self.drain_relay(slot, now),
+                    Source::Connection(slot) => self.connection_ready(slot, now),
+                    Source::StreamListener(i) => self.accept(i, now),
+                    Source::UdpListener(i) => self.drain_listener(i, now),
                 }
             }
             self.flush();
@@ -309,6 +333,8 @@ impl Worker {
     }
 
     fn handle_commands(&mut self) {
+        // What is queued leaves under the config it was relayed under.
+        self.flush_datagrams();
         while let Ok(c) = self.commands.try_recv() {
             match c {
                 Command::Apply(cfg) => {
@@ -335,7 +361,8 @@ impl Worker {
         }
     }
 
-    fn listener_fd(&self, i: u16) -> Option<RawFd> {
+    fn listener_fd(&self, i: u16) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
         self.listeners
             .get(i as usize)
             .and_then(|s| s.as_ref())
@@ -344,21 +371,16 @@ impl Worker {
 
     fn flush(&mut self) {
         self.flush_connections();
-        // Always flush: buffers that received datagrams relayed to TCP/TLS clients are in
-        // use without a queued send, and only a flush hands them back.
-        let listeners = &self.listeners;
-        let flushed = self.tx.flush(|i| {
-            listeners
-                .get(i as usize)
-                .and_then(|s| s.as_ref())
-                .map(|(_, s)| s.as_raw_fd())
-        });
-        if flushed.dropped > 0 {
-            self.shared
-                .metrics
-                .send_failures
-                .fetch_add(flushed.dropped as u64, Relaxed);
-        }
+        self.flush_datagrams();
+    }
+
+    fn flush_datagrams(&mut self) {
+        egress::flush(
+            &mut self.out,
+            &self.server,
+            &self.listeners,
+            &self.shared.metrics,
+        );
     }
 
     fn drain_listener(&mut self, listener: u16, now: Now) {
@@ -366,29 +388,31 @@ impl Worker {
             return;
         };
         loop {
-            let n = match self.rx.recv(fd) {
+            // Every datagram may need a second buffer for its answer; flush before the
+            // batches get small.
+            if self.out.free() < BATCH {
+                self.flush_datagrams();
+            }
+            let want = BATCH.min(self.out.free() / 2);
+            let n = match self.out.recv(fd, want, 0, BUF_LEN) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // ICMP errors surface here on some kernels; the socket stays usable.
                 Err(_) => return,
             };
-            for i in 0..n {
-                if self.tx.is_full() {
-                    self.flush();
-                }
+            for k in 0..n {
                 let Worker {
-                    rx,
-                    tx,
+                    out,
                     server,
                     relays,
+                    streams,
                     shared,
                     ..
                 } = self;
-                let Some((data, from, truncated)) = rx.get(i) else {
-                    continue;
-                };
-                if truncated {
+                let Some(r) = out.received(k) else { continue };
+                let Some(from) = r.from else { continue };
+                if r.truncated {
                     shared.metrics.oversized.fetch_add(1, Relaxed);
                     continue;
                 }
@@ -397,23 +421,23 @@ impl Worker {
                     transport: Transport::Udp,
                     addr: from,
                 };
-                match server.handle_client(now, client, data, tx.slot(), relays) {
-                    ClientAction::None => {}
-                    ClientAction::Reply(len) => tx.push(listener, 0..len, from),
-                    ClientAction::ToPeer {
-                        alloc,
-                        peer,
-                        payload,
-                    } => {
-                        if let Some(sock) = server.relay(alloc)
-                            && sock.send_to(&data[payload], peer).is_err()
-                        {
-                            shared.metrics.send_failures.fetch_add(1, Relaxed);
-                        }
-                    }
-                }
+                let Some((input, answer)) = out.input_and_answer(r.buf) else {
+                    continue;
+                };
+                let Some(t) = server.handle_client(now, client, &input[..r.len], answer, relays)
+                else {
+                    continue;
+                };
+                egress::emit(
+                    out,
+                    &shared.metrics,
+                    t,
+                    Bytes::Pool(r.buf),
+                    Bytes::Answer,
+                    |conn, frame| streams.deliver(conn, frame, &shared.metrics),
+                );
             }
-            if n < batch::BATCH {
+            if n < want {
                 // A short batch means the queue is empty; skip the extra EAGAIN round trip.
                 // Edge-triggered polling still fires for the next datagram.
                 return;
@@ -421,27 +445,27 @@ impl Worker {
         }
     }
 
-    fn drain_relay(&mut self, alloc: usize, now: Now) {
+    fn drain_relay(&mut self, slot: usize, now: Now) {
         /// Datagrams per receive call on a relay socket: a relay usually carries one flow,
         /// so large batches rarely fill, but more than one tells when the queue is empty.
         const RELAY_BATCH: usize = 8;
+        use std::os::fd::AsRawFd;
+        let Some(alloc) = self.server.allocation_in(slot) else {
+            return;
+        };
         let mut errors = 0;
         loop {
-            if self.tx.is_full() {
-                self.flush();
+            if self.out.free() == 0 {
+                self.flush_datagrams();
             }
-            let Worker {
-                tx,
-                server,
-                shared,
-                streams,
-                ..
-            } = self;
-            let Some(fd) = server.relay(alloc).map(|s| s.as_raw_fd()) else {
+            let Some(fd) = self.server.relay(alloc).map(|s| s.as_raw_fd()) else {
                 return;
             };
-            let want = RELAY_BATCH.min(tx.free());
-            let n = match tx.recv_into(fd, want, PEER_HEADROOM, BUF_LEN - PEER_TAILROOM) {
+            let want = RELAY_BATCH.min(self.out.free());
+            let n = match self
+                .out
+                .recv(fd, want, PEER_HEADROOM, BUF_LEN - PEER_TAILROOM)
+            {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -456,28 +480,32 @@ impl Worker {
                 }
             };
             for k in 0..n {
-                let (buf, len, from, truncated) = tx.received(k);
-                let Some(peer) = from else { continue };
-                if truncated {
+                let Worker {
+                    out,
+                    server,
+                    streams,
+                    shared,
+                    ..
+                } = self;
+                let Some(r) = out.received(k) else { continue };
+                let Some(peer) = r.from else { continue };
+                if r.truncated {
                     shared.metrics.oversized.fetch_add(1, Relaxed);
                     continue;
                 }
-                match server.handle_peer(now, alloc, peer, &mut buf[..], len) {
-                    Some(ToClient {
-                        client:
-                            ClientKey {
-                                transport: Transport::Stream(id),
-                                ..
-                            },
-                        range,
-                    }) => streams.deliver(id, &buf[range], &shared.metrics),
-                    Some(ToClient { client, range }) => {
-                        tx.push_received(k, client.listener, range, client.addr);
-                    }
-                    None => {}
-                }
+                let frame = &mut out.buf_mut(r.buf)[..];
+                let Some(t) = server.handle_peer(now, alloc, peer, frame, r.len) else {
+                    continue;
+                };
+                egress::emit(
+                    out,
+                    &shared.metrics,
+                    t,
+                    Bytes::Pool(r.buf),
+                    Bytes::Answer,
+                    |conn, frame| streams.deliver(conn, frame, &shared.metrics),
+                );
             }
-            tx.commit_received(n);
             if n < want {
                 return;
             }

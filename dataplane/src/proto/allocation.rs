@@ -11,14 +11,41 @@ pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
 /// After a channel expires, its number and peer stay reserved this long (RFC 8656 §12).
 pub const CHANNEL_COOLDOWN: Duration = Duration::from_secs(300);
 
-/// Index of an allocation inside one worker (also its relay socket's poll token).
-pub type AllocId = usize;
+/// An allocation inside one worker: its slot and a generation, so a packet queued for an
+/// allocation that ended never leaves through the relay socket of the next one in its slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AllocId {
+    slot: u32,
+    generation: u32,
+}
+
+impl AllocId {
+    pub(crate) const fn new(slot: usize, generation: u32) -> Self {
+        AllocId {
+            slot: slot as u32,
+            generation,
+        }
+    }
+
+    /// The slot, which the shell uses as the relay socket's poll token.
+    pub const fn slot(self) -> usize {
+        self.slot as usize
+    }
+}
+
+/// A TCP/TLS connection inside one worker: its slot and a per-worker sequence number, so a
+/// slot reused by a new connection never receives frames meant for the old one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId {
+    pub slot: u32,
+    pub seq: u32,
+}
 
 /// How a client reached the server: UDP from an address, or one TCP/TLS connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
     Udp,
-    Stream(u64),
+    Stream(ConnId),
 }
 
 /// The 5-tuple an allocation belongs to (the server side is the listener).
@@ -47,6 +74,7 @@ pub struct Channel {
 
 #[derive(Debug)]
 pub struct Allocation<R> {
+    pub id: AllocId,
     pub client: ClientKey,
     pub relay: R,
     pub relay_addr: SocketAddr,

@@ -3,6 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::error::ParseError;
+use super::integrity::PasswordAlgorithm;
 use super::message::{MAGIC_COOKIE, TransactionId};
 
 pub const MAPPED_ADDRESS: u16 = 0x0001;
@@ -69,6 +70,15 @@ pub fn is_understood(typ: u16) -> bool {
 
 pub const FAMILY_IPV4: u8 = 0x01;
 pub const FAMILY_IPV6: u8 = 0x02;
+/// The IANA protocol number of UDP, the only REQUESTED-TRANSPORT a relay serves.
+pub const PROTOCOL_UDP: u8 = 17;
+
+/// An address family as REQUESTED-ADDRESS-FAMILY names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
 
 pub fn xor_address_len(addr: &SocketAddr) -> usize {
     if addr.is_ipv4() { 8 } else { 20 }
@@ -146,6 +156,61 @@ pub fn decode_address(v: &[u8]) -> Result<SocketAddr, ParseError> {
 pub fn decode_u32(v: &[u8]) -> Result<u32, ParseError> {
     let b: [u8; 4] = v.try_into().map_err(|_| ParseError::BadAttributeLength)?;
     Ok(u32::from_be_bytes(b))
+}
+
+/// REQUESTED-TRANSPORT (RFC 8656 §18.6): the protocol number.
+pub fn decode_requested_transport(v: &[u8]) -> Result<u8, ParseError> {
+    match v {
+        [protocol, _, _, _] => Ok(*protocol),
+        _ => Err(ParseError::BadAttributeLength),
+    }
+}
+
+/// EVEN-PORT (RFC 8656 §18.8): whether the next higher port is to be reserved too.
+pub fn decode_even_port(v: &[u8]) -> Result<bool, ParseError> {
+    match v {
+        [flags] => Ok(flags & 0x80 != 0),
+        _ => Err(ParseError::BadAttributeLength),
+    }
+}
+
+/// RESERVATION-TOKEN (RFC 8656 §18.9).
+pub fn decode_reservation_token(v: &[u8]) -> Result<u64, ParseError> {
+    let b: [u8; 8] = v.try_into().map_err(|_| ParseError::BadAttributeLength)?;
+    Ok(u64::from_be_bytes(b))
+}
+
+/// REQUESTED-ADDRESS-FAMILY (RFC 8656 §18.10): `None` for a family this server does not
+/// know (answered 440, not 400).
+pub fn decode_address_family(v: &[u8]) -> Result<Option<Family>, ParseError> {
+    match v {
+        [FAMILY_IPV4, _, _, _] => Ok(Some(Family::V4)),
+        [FAMILY_IPV6, _, _, _] => Ok(Some(Family::V6)),
+        [_, _, _, _] => Ok(None),
+        _ => Err(ParseError::BadAttributeLength),
+    }
+}
+
+/// CHANNEL-NUMBER (RFC 8656 §18.1): a number in the ChannelData range.
+pub fn decode_channel_number(v: &[u8]) -> Result<u16, ParseError> {
+    let [hi, lo, _, _] = v else {
+        return Err(ParseError::BadAttributeLength);
+    };
+    let number = u16::from_be_bytes([*hi, *lo]);
+    if super::channel::is_valid_channel(number) {
+        Ok(number)
+    } else {
+        Err(ParseError::BadChannelNumber)
+    }
+}
+
+/// PASSWORD-ALGORITHM (RFC 8489 §14.12): MD5 (1) or SHA-256 (2).
+pub fn decode_password_algorithm(v: &[u8]) -> Result<PasswordAlgorithm, ParseError> {
+    match v {
+        [0, 1, _, _, ..] => Ok(PasswordAlgorithm::Md5),
+        [0, 2, _, _, ..] => Ok(PasswordAlgorithm::Sha256),
+        _ => Err(ParseError::BadAttributeLength),
+    }
 }
 
 /// ERROR-CODE value → (code, reason).

@@ -367,11 +367,12 @@ impl<'b> MessageBuilder<'b> {
         self.attr_with(typ, len, |v| attr::encode_xor_address(v, addr, &tid));
     }
 
-    pub fn error_code(&mut self, code: u16, reason: &str) {
+    pub fn error_code(&mut self, error: super::error::ErrorCode) {
+        let reason = error.reason.as_bytes();
         self.attr_with(attr::ERROR_CODE, 4 + reason.len(), |v| {
-            v[2] = (code / 100) as u8;
-            v[3] = (code % 100) as u8;
-            v[4..].copy_from_slice(reason.as_bytes());
+            v[2] = (error.code / 100) as u8;
+            v[3] = (error.code % 100) as u8;
+            v[4..].copy_from_slice(reason);
         });
     }
 

@@ -18,14 +18,14 @@ pub mod stats;
 pub mod transactions;
 
 pub use access::{CounterId, Endpoint, RouteTable};
-pub use allocation::{AllocId, ClientKey, Transport};
+pub use allocation::{AllocId, ClientKey, ConnId, Transport};
 pub use auth::Credentials;
 pub use config::{Limits, ListenerPolicy, ServerConfig, UserQuota};
-pub use error::{ParseError, RelayError};
+pub use error::{ErrorCode, ParseError, RelayError};
 pub use message::{Class, Message, MessageBuilder};
 pub use nonce::NonceKey;
 pub use server::{
-    ClientAction, Family, Now, OpenedRelay, PEER_HEADROOM, PEER_TAILROOM, RelayPorts, RelayRequest,
-    Server, ToClient,
+    Destination, Family, Now, OpenedRelay, PEER_HEADROOM, PEER_TAILROOM, Payload, RelayPorts,
+    RelayRequest, Server, Transmit,
 };
 pub use stats::{RelayCount, Stats};

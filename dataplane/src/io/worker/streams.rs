@@ -20,7 +20,9 @@ use crate::config::Protocol;
 use crate::io::batch::BUF_LEN;
 use crate::io::stream::{CloseReason, Connection, Received};
 use crate::metrics::Metrics;
-use crate::proto::{ClientAction, Now};
+use crate::proto::{ConnId, Now};
+
+use super::egress::{self, Bytes};
 
 /// Connections one worker can hold: the poll tokens between [`CONN_BASE`] and relays.
 const MAX_SLOTS: usize = RELAY_BASE - CONN_BASE;
@@ -56,8 +58,8 @@ impl Default for Streams {
 
 impl Streams {
     /// Queues a relayed frame for connection `id`; a full queue drops it (counted).
-    pub fn deliver(&mut self, id: u64, frame: &[u8], metrics: &Metrics) {
-        let slot = slot_of(id);
+    pub fn deliver(&mut self, id: ConnId, frame: &[u8], metrics: &Metrics) {
+        let slot = id.slot as usize;
         let Some(c) = self.conns.get_mut(slot).filter(|c| c.id == id) else {
             return;
         };
@@ -68,10 +70,6 @@ impl Streams {
             self.dirty.push(slot);
         }
     }
-}
-
-fn slot_of(id: u64) -> usize {
-    (id & 0xFFFF_FFFF) as usize
 }
 
 fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -148,7 +146,10 @@ impl Worker {
             let entry = self.streams.conns.vacant_entry();
             let slot = entry.key();
             self.streams.seq = self.streams.seq.wrapping_add(1);
-            let id = (u64::from(self.streams.seq) << 32) | slot as u64;
+            let id = ConnId {
+                slot: slot as u32,
+                seq: self.streams.seq,
+            };
             let mut conn = match Connection::new(socket, peer, i as u16, id, tls, now.instant) {
                 Ok(c) => c,
                 Err(_) => {
@@ -181,6 +182,8 @@ impl Worker {
                 relays,
                 streams,
                 shared,
+                out,
+                listeners,
                 ..
             } = self;
             let Some(conn) = streams.conns.get_mut(slot) else {
@@ -195,25 +198,26 @@ impl Worker {
             let metrics = &shared.metrics;
             let turn = conn.frames(&streams.scratch[..n], |c, frame| {
                 c.last_frame = Some(now.instant);
-                match server.handle_client(now, c.client_key(), frame, reply, relays) {
-                    ClientAction::None => {}
-                    ClientAction::Reply(len) => {
-                        if !c.queue(&reply[..len]) {
+                if out.free() == 0 {
+                    egress::flush(out, server, listeners, metrics);
+                }
+                let Some(t) = server.handle_client(now, c.client_key(), frame, reply, relays)
+                else {
+                    return;
+                };
+                // A stream client's answers and relayed frames go back on this connection.
+                egress::emit(
+                    out,
+                    metrics,
+                    t,
+                    Bytes::Slice(frame),
+                    Bytes::Slice(reply),
+                    |_, bytes| {
+                        if !c.queue(bytes) {
                             metrics.streams.dropped_queue_full.fetch_add(1, Relaxed);
                         }
-                    }
-                    ClientAction::ToPeer {
-                        alloc,
-                        peer,
-                        payload,
-                    } => {
-                        if let Some(sock) = server.relay(alloc)
-                            && sock.send_to(&frame[payload], peer).is_err()
-                        {
-                            metrics.send_failures.fetch_add(1, Relaxed);
-                        }
-                    }
-                }
+                    },
+                );
             });
             if !turn {
                 return self.close_connection(slot, CloseReason::NotTurn);
