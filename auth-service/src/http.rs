@@ -14,7 +14,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
-use turnpike_dataplane::cds::GatewaySnapshot;
+use turnpike_contract::cds::GatewaySnapshot;
 
 use crate::ice::{IceServer, ice_server};
 use crate::jwt::{self, Claims};

@@ -2,10 +2,10 @@
 //! dataplane. Pure functions of a snapshot and the time.
 
 use serde::Serialize;
-use turnpike_dataplane::config::{
+use turnpike_contract::config::{
     AuthType, DataplaneConfig, ListenerConfig, Protocol, SERVED_PROTOCOLS,
 };
-use turnpike_dataplane::proto::auth::rest_password;
+use turnpike_contract::credentials::rest_password;
 
 /// One `RTCIceServer`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -91,7 +91,7 @@ mod tests {
 
     fn cfg() -> DataplaneConfig {
         // Not validated: the TLS pair is a placeholder.
-        serde_yaml::from_str(
+        serde_yaml_ng::from_str(
             r#"
 version: v1alpha1
 name: ns/gw

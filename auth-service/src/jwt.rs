@@ -4,7 +4,7 @@
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
 use serde::Deserialize;
-use turnpike_dataplane::cds::JwtConfig;
+use turnpike_contract::cds::JwtConfig;
 
 /// Clock skew tolerated on `exp` and `nbf`.
 pub const LEEWAY_SECS: u64 = 30;

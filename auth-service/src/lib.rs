@@ -15,8 +15,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
-use turnpike_dataplane::cds::client::CdsEvent;
-pub use turnpike_dataplane::proto::auth::rest_password;
+use turnpike_contract::cds::client::CdsEvent;
+pub use turnpike_contract::credentials::rest_password;
 
 /// A TURN REST API username and password for `userid`, valid until `expiry` (Unix seconds).
 pub fn ephemeral_credential(secret: &str, userid: &str, expiry: u64) -> (String, String) {

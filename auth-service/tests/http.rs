@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 use turnpike_auth::http::{AppState, router};
 use turnpike_auth::rest_password;
-use turnpike_dataplane::cds::{AuthServiceConfig, GatewaySnapshot, JwtConfig};
-use turnpike_dataplane::config::DataplaneConfig;
+use turnpike_contract::cds::{AuthServiceConfig, GatewaySnapshot, JwtConfig};
+use turnpike_contract::config::DataplaneConfig;
 
 const HS_KEY: &str = "hs256-test-key-of-good-length";
 
@@ -33,7 +33,8 @@ fn snapshot(name: &str, jwt: Option<JwtConfig>, anonymous: bool) -> GatewaySnaps
              - {{name: alt, protocol: TURN-UDP, address: 0.0.0.0, port: 3479, publicAddress: 203.0.113.5}}\n  \
              - {{name: tcp, protocol: TURN-TCP, address: 0.0.0.0, port: 3478, publicAddress: 203.0.113.5}}\n"
         ))
-        .unwrap(),
+        .unwrap()
+        .into_config(),
         auth: Some(AuthServiceConfig {
             ttl: 3600,
             max_ttl: 7200,

@@ -72,7 +72,7 @@ pub fn server_packets(data: &[u8]) -> crate::proto::Stats {
         return crate::proto::Stats::default();
     };
     let mut server: Server<NullRelays> = Server::new(
-        Arc::new(cfg.compile()),
+        Arc::new(crate::config::compile(&cfg)),
         NonceKey::new([1; 32]),
         Arc::new(UserQuota::default()),
     );

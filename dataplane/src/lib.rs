@@ -1,14 +1,13 @@
 //! Turnpike's TURN dataplane.
 //!
 //! - [`proto`]: the sans-IO STUN/TURN core (no I/O, no clock).
-//! - [`config`]: the dataplane config contract (DESIGN.md §3) and its validation.
+//! - [`config`]: the dataplane config contract (from `turnpike-contract`) compiled for the
+//!   core; [`cds`] and [`tls`] are the contract's too.
 //! - [`io`]: UDP workers, relay sockets and batched socket calls.
 //! - [`admin`], [`metrics`]: `/livez`, `/readyz`, `/metrics`, `/status`.
 //! - [`runtime`]: wires config loading, workers, reload and drain together.
-//! - [`tls`]: TURN-TLS certificates.
 
 pub mod admin;
-pub mod cds;
 pub mod client;
 pub mod config;
 #[doc(hidden)]
@@ -17,4 +16,5 @@ pub mod io;
 pub mod metrics;
 pub mod proto;
 pub mod runtime;
-pub mod tls;
+
+pub use turnpike_contract::{cds, tls};

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::admin::{self, AdminState};
 use crate::cds::client::{self, CdsClientOptions, CdsEvent};
-use crate::config::{ConfigError, DataplaneConfig, parse_endpoint};
+use crate::config::{ConfigError, DataplaneConfig, ValidConfig};
 use crate::io::{
     self, ActiveConfig, Command, ListenerRuntime, StreamLimits, WorkerHandle, WorkerShared,
 };
@@ -56,26 +56,25 @@ pub struct Options {
 }
 
 /// The runtime view of a config: what workers bind and where relays live.
-pub fn activate(cfg: &DataplaneConfig) -> ActiveConfig {
+pub fn activate(cfg: &ValidConfig) -> ActiveConfig {
     let peers: Vec<IpAddr> = cfg
         .routes
         .iter()
         .flat_map(|r| r.endpoints.iter())
-        .filter_map(|e| parse_endpoint(e).ok())
-        .map(|(net, _)| net.network())
+        .map(|e| e.net.network())
         .collect();
     ActiveConfig {
-        server: Arc::new(cfg.compile()),
+        server: Arc::new(crate::config::compile(cfg)),
         listeners: cfg
             .listeners
             .iter()
-            .map(|l| ListenerRuntime {
+            .enumerate()
+            .map(|(i, l)| ListenerRuntime {
                 name: l.name.clone(),
                 protocol: l.protocol,
                 bind: l.socket_addr(),
                 relay: io::relay_addrs(l.address, &peers),
-                // Validated before; a pair that still fails leaves the listener unbound.
-                tls: l.tls.as_ref().and_then(|t| tls::server_config(t).ok()),
+                tls: cfg.tls(i).cloned(),
             })
             .collect(),
         streams: StreamLimits {
@@ -94,7 +93,7 @@ pub struct Dataplane {
     shared: WorkerShared,
     pub metrics: Arc<Metrics>,
     pub status: Arc<Status>,
-    current: Option<DataplaneConfig>,
+    current: Option<ValidConfig>,
 }
 
 impl Dataplane {
@@ -123,19 +122,19 @@ impl Dataplane {
     }
 
     /// A dataplane running `cfg`.
-    pub fn start(cfg: DataplaneConfig, workers: usize, source: &str) -> std::io::Result<Self> {
+    pub fn start(cfg: ValidConfig, workers: usize, source: &str) -> std::io::Result<Self> {
         let mut dp = Self::new(workers);
         dp.apply(cfg, source)?;
         Ok(dp)
     }
 
     pub fn config(&self) -> Option<&DataplaneConfig> {
-        self.current.as_ref()
+        self.current.as_ref().map(ValidConfig::config)
     }
 
     /// Applies a validated config: the first starts the workers; later ones reach every
     /// worker without disturbing allocations whose listener and route remain.
-    pub fn apply(&mut self, cfg: DataplaneConfig, source: &str) -> std::io::Result<()> {
+    pub fn apply(&mut self, cfg: ValidConfig, source: &str) -> std::io::Result<()> {
         let active = Arc::new(activate(&cfg));
         publish_status(&self.status, &cfg, &active, source);
         if self.workers.is_empty() {
@@ -281,8 +280,8 @@ async fn spawn_admin(dp: &Dataplane, addr: SocketAddr, workers: usize) -> Result
 pub fn apply_cds_event(dp: &mut Dataplane, event: CdsEvent, source: &str) -> bool {
     match event {
         CdsEvent::Snapshot(snap) => match snap.config.validate() {
-            Ok(()) => {
-                if let Err(e) = dp.apply(snap.config, source) {
+            Ok(valid) => {
+                if let Err(e) = dp.apply(valid, source) {
                     tracing::error!(error = %e, "cannot apply config");
                 }
             }

@@ -43,7 +43,7 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn relaying_allocates_nothing() {
-    let cfg = DataplaneConfig::parse(CONFIG).unwrap().compile();
+    let cfg = turnpike_dataplane::config::compile(&DataplaneConfig::parse(CONFIG).unwrap());
     let mut server: Server<NullRelays> = Server::new(
         Arc::new(cfg),
         NonceKey::new([1; 32]),

@@ -98,7 +98,9 @@ routes:
   - {{name: default/media, endpoints: ["10.0.0.0/24", "10.0.1.5:5000-5010", "fd00::/64"]}}
 {extra}"#
     );
-    Arc::new(DataplaneConfig::parse(&yaml).unwrap().compile())
+    Arc::new(turnpike_dataplane::config::compile(
+        &DataplaneConfig::parse(&yaml).unwrap(),
+    ))
 }
 
 struct Harness {

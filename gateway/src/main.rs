@@ -143,19 +143,19 @@ impl CdsTlsArgs {
         rt: &tokio::runtime::Runtime,
         cds: &str,
         gateway: String,
-    ) -> anyhow::Result<turnpike_dataplane::cds::client::CdsClientOptions> {
+    ) -> anyhow::Result<turnpike_contract::cds::client::CdsClientOptions> {
         let server = rt
             .block_on(tokio::net::lookup_host(cds))
             .with_context(|| format!("resolving the CDS address {cds}"))?
             .next()
             .with_context(|| format!("{cds} resolves to no address"))?;
-        let files = turnpike_dataplane::cds::TlsFiles {
+        let files = turnpike_contract::cds::TlsFiles {
             ca: self.cds_ca.clone(),
             cert: self.cds_cert.clone(),
             key: self.cds_key.clone(),
         };
         let tls = files.load().context("loading the CDS client certificate")?;
-        Ok(turnpike_dataplane::cds::client::CdsClientOptions {
+        Ok(turnpike_contract::cds::client::CdsClientOptions {
             server,
             server_name: self.cds_server_name.clone(),
             tls,
@@ -371,9 +371,9 @@ fn main() -> anyhow::Result<()> {
         Command::Auth(a) => {
             let opts = a
                 .cds_tls
-                .client(&rt, &a.cds, turnpike_dataplane::cds::ALL.into())?;
+                .client(&rt, &a.cds, turnpike_contract::cds::ALL.into())?;
             rt.block_on(async move {
-                let events = turnpike_dataplane::cds::client::subscribe(opts)?;
+                let events = turnpike_contract::cds::client::subscribe(opts)?;
                 let state = turnpike_auth::http::AppState::new();
                 tokio::spawn(turnpike_auth::follow(state.gateways.clone(), events));
                 turnpike_auth::serve_until(a.listen, state, terminated()?).await?;
@@ -443,7 +443,7 @@ fn operator_options(a: OperatorArgs) -> turnpike_gateway::operator::OperatorOpti
         cds_address: a.cds_address.unwrap_or_else(|| {
             format!(
                 "{service}.{ns}.svc:{}",
-                turnpike_dataplane::cds::DEFAULT_PORT
+                turnpike_contract::cds::DEFAULT_PORT
             )
         }),
         namespace: ns,

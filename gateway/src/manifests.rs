@@ -6,15 +6,15 @@ use kube::CustomResourceExt;
 use crate::crd::{GatewayConfig, StaticService};
 
 /// `(file name, YAML)` of every CRD Turnpike defines.
-pub fn crds() -> Result<Vec<(&'static str, String)>, serde_yaml::Error> {
+pub fn crds() -> Result<Vec<(&'static str, String)>, serde_yaml_ng::Error> {
     Ok(vec![
         (
             "turnpike.dev_gatewayconfigs.yaml",
-            serde_yaml::to_string(&GatewayConfig::crd())?,
+            serde_yaml_ng::to_string(&GatewayConfig::crd())?,
         ),
         (
             "turnpike.dev_staticservices.yaml",
-            serde_yaml::to_string(&StaticService::crd())?,
+            serde_yaml_ng::to_string(&StaticService::crd())?,
         ),
     ])
 }

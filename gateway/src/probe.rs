@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use turnpike_contract::config::{AuthType, DataplaneConfig, Protocol};
 use turnpike_dataplane::client::{ClientError, TurnClient};
-use turnpike_dataplane::config::{AuthType, DataplaneConfig, Protocol, parse_endpoint};
 
 /// Server, credentials and peer worked out from a directory of YAML.
 #[derive(Debug, Clone)]
@@ -62,9 +62,8 @@ pub fn target_from_dir(dir: &Path, gateway: Option<&str>) -> Result<Target, Stri
         .iter()
         .filter_map(|r| cfg.routes.iter().find(|x| &x.name == r))
         .flat_map(|r| r.endpoints.iter())
-        .filter_map(|e| parse_endpoint(e).ok())
-        .find(|(net, ports)| net.prefix_len() == net.max_prefix_len() && ports.0 != 0)
-        .map(|(net, ports)| SocketAddr::new(net.addr(), ports.0));
+        .find(|e| e.net.prefix_len() == e.net.max_prefix_len() && e.ports.0 != 0)
+        .map(|e| SocketAddr::new(e.net.addr(), e.ports.0));
     Ok(Target {
         server,
         username,

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use turnpike_dataplane::cds::GatewaySnapshot;
+use turnpike_contract::cds::GatewaySnapshot;
 
 /// One change to publish.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,15 +64,16 @@ impl Publisher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use turnpike_dataplane::cds::AuthServiceConfig;
-    use turnpike_dataplane::config::DataplaneConfig;
+    use turnpike_contract::cds::AuthServiceConfig;
+    use turnpike_contract::config::DataplaneConfig;
 
     fn snap(realm: &str, ttl: u64) -> GatewaySnapshot {
         GatewaySnapshot {
             config: DataplaneConfig::parse(&format!(
                 "version: v1alpha1\nname: ns/gw\nrealm: {realm}\nauth: {{type: ephemeral, secret: s}}\nlisteners: []\n"
             ))
-            .unwrap(),
+            .unwrap()
+            .into_config(),
             auth: Some(AuthServiceConfig {
                 ttl,
                 max_ttl: 86_400,

@@ -12,8 +12,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use notify::Watcher as _;
 use serde::Serialize;
 use tokio::sync::mpsc;
+use turnpike_contract::cds::client::{CdsClientOptions, subscribe};
 use turnpike_dataplane::admin::{self, AdminState};
-use turnpike_dataplane::cds::client::{CdsClientOptions, subscribe};
 use turnpike_dataplane::runtime::{Dataplane, apply_cds_event};
 
 use crate::cds::{AUTH_SERVICE_CN, CdsServer, CertificateAuthority, dataplane_cn};
@@ -407,7 +407,7 @@ async fn start_auth_service(
         server_name: CDS_SERVER_NAME.into(),
         tls,
         tls_files: None,
-        gateway: turnpike_dataplane::cds::ALL.into(),
+        gateway: turnpike_contract::cds::ALL.into(),
     })
     .map_err(|e| RunError::Cds(e.to_string()))?;
     let state = turnpike_auth::http::AppState::new();

@@ -8,10 +8,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use turnpike_dataplane::cds::ALL;
-use turnpike_dataplane::cds::client::{CdsClientOptions, CdsEvent, subscribe};
-use turnpike_dataplane::cds::{AuthServiceConfig, GatewaySnapshot};
-use turnpike_dataplane::config::DataplaneConfig;
+use turnpike_contract::cds::ALL;
+use turnpike_contract::cds::client::{CdsClientOptions, CdsEvent, subscribe};
+use turnpike_contract::cds::{AuthServiceConfig, GatewaySnapshot};
+use turnpike_contract::config::DataplaneConfig;
 use turnpike_gateway::cds::{AUTH_SERVICE_CN, CdsServer, CertificateAuthority, dataplane_cn};
 use turnpike_gateway::publish::{Publisher, Update};
 
@@ -20,6 +20,7 @@ fn config(gateway: &str, realm: &str) -> DataplaneConfig {
         "version: v1alpha1\nname: {gateway}\nrealm: {realm}\nauth: {{type: ephemeral, secret: s}}\nlisteners: []\n"
     ))
     .unwrap()
+    .into_config()
 }
 
 fn publish(server: &CdsServer, publisher: &mut Publisher, configs: &[(&str, &str)]) -> Vec<Update> {
@@ -201,7 +202,7 @@ async fn a_certificate_from_another_ca_is_refused() {
 /// A client with `tls` asking for `gateway` gets no snapshot and is disconnected.
 async fn assert_refused(
     server: SocketAddr,
-    tls: turnpike_dataplane::cds::TlsIdentity,
+    tls: turnpike_contract::cds::TlsIdentity,
     gateway: &str,
     wait: Duration,
 ) {
@@ -259,12 +260,12 @@ async fn reissued_certificate_files_are_used_at_the_next_reconnect() {
     let old_ca = CertificateAuthority::generate("old CA").unwrap();
     let new_ca = CertificateAuthority::generate("new CA").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let files = turnpike_dataplane::cds::TlsFiles {
+    let files = turnpike_contract::cds::TlsFiles {
         ca: dir.path().join("ca.crt"),
         cert: dir.path().join("tls.crt"),
         key: dir.path().join("tls.key"),
     };
-    let write = |id: &turnpike_dataplane::cds::TlsIdentity| {
+    let write = |id: &turnpike_contract::cds::TlsIdentity| {
         std::fs::write(&files.ca, &id.ca_pem).unwrap();
         std::fs::write(&files.cert, &id.cert_pem).unwrap();
         std::fs::write(&files.key, &id.key_pem).unwrap();

@@ -496,7 +496,7 @@ pub fn rest_credentials(secret: &str, user: &str, ttl: u64) -> (String, String) 
 
 /// One YAML document as JSON (None when it does not parse).
 pub fn yaml_to_json(doc: &str) -> Option<serde_json::Value> {
-    serde_yaml::from_str(doc).ok()
+    serde_yaml_ng::from_str(doc).ok()
 }
 
 pub fn base64_decode(text: &str) -> Vec<u8> {

@@ -2,9 +2,7 @@
 
 use std::collections::HashMap;
 
-use base64::Engine as _;
-use hmac::{Hmac, Mac};
-use sha1::Sha1;
+pub use turnpike_contract::credentials::{rest_expiry, rest_password};
 
 use super::integrity::{Key, PasswordAlgorithm};
 
@@ -32,29 +30,6 @@ pub enum AuthError {
     UnknownUser,
     Expired,
     MalformedUsername,
-}
-
-/// The expiry (unix seconds) in a REST API username: `expiry:userid`, `userid:expiry` as
-/// some coturn deployments spell it, or a bare `expiry` (coturn's client without a user).
-pub fn rest_expiry(username: &str) -> Option<u64> {
-    let Some((first, rest)) = username.split_once(':') else {
-        return username.parse().ok();
-    };
-    if let Ok(t) = first.parse::<u64>() {
-        return Some(t);
-    }
-    let last = rest.rsplit(':').next()?;
-    last.parse::<u64>().ok()
-}
-
-/// The REST API password for `username` under `secret`.
-pub fn rest_password(secret: &str, username: &str) -> String {
-    let mut m = match Hmac::<Sha1>::new_from_slice(secret.as_bytes()) {
-        Ok(m) => m,
-        Err(_) => return String::new(),
-    };
-    m.update(username.as_bytes());
-    base64::engine::general_purpose::STANDARD.encode(m.finalize().into_bytes())
 }
 
 impl Credentials {

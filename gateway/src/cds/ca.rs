@@ -6,7 +6,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
-use turnpike_dataplane::cds::TlsIdentity;
+use turnpike_contract::cds::TlsIdentity;
 
 pub struct CertificateAuthority {
     issuer: Issuer<'static, KeyPair>,
@@ -106,7 +106,7 @@ mod tests {
         let (chain, _) = id.chain().unwrap();
         let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
             std::sync::Arc::new(roots),
-            turnpike_dataplane::cds::crypto_provider(),
+            turnpike_contract::cds::crypto_provider(),
         )
         .build()
         .unwrap();

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::sync::watch;
-use turnpike_dataplane::cds::{
+use turnpike_contract::cds::{
     ALL, ALPN, CdsError, ClientMessage, GatewaySnapshot, ServerMessage, TlsIdentity,
     crypto_provider, read_frame, write_frame,
 };

@@ -1,11 +1,14 @@
 //! Resolving a UDPRoute backendRef to the peers a dataplane may relay to.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use gateway_api::experimental::udproutes::UdpRouteRulesBackendRefs;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use turnpike_contract::config::EndpointSpec;
 
 use crate::crd::GROUP;
 use crate::objects::ObjectSet;
@@ -53,13 +56,14 @@ impl<'a> SliceIndex<'a> {
     }
 }
 
-/// Endpoint strings in the dataplane format (`IP`, `CIDR`, `IP:port`, `IP:lo-hi`).
+/// The peers a backendRef names, as dataplane endpoints (`IP:port`, or a StaticService's
+/// `IP`, `CIDR` and port ranges).
 pub fn resolve(
     objects: &ObjectSet,
     slices: &SliceIndex<'_>,
     route_ns: &str,
     backend: &UdpRouteRulesBackendRefs,
-) -> Result<Vec<String>, Unresolved> {
+) -> Result<Vec<EndpointSpec>, Unresolved> {
     let group = backend.group.as_deref().unwrap_or("");
     let kind = backend.kind.as_deref().unwrap_or("Service");
     let ns = backend.namespace.as_deref().unwrap_or(route_ns);
@@ -108,7 +112,16 @@ pub fn resolve(
                     }
                 }
             }
-            Ok(out)
+            out.iter()
+                .map(|e| {
+                    e.parse().map_err(|m| {
+                        unresolved(
+                            reason::UNSUPPORTED_VALUE,
+                            format!("StaticService {ns}/{name}: {m}"),
+                        )
+                    })
+                })
+                .collect()
         }
         _ => Err(unresolved(
             reason::INVALID_KIND,
@@ -135,7 +148,7 @@ fn service_endpoints(
     name: &str,
     svc: &Service,
     port: i32,
-) -> Result<Vec<String>, Unresolved> {
+) -> Result<Vec<EndpointSpec>, Unresolved> {
     let spec = svc.spec.as_ref();
     let svc_port = spec
         .and_then(|s| s.ports.as_ref())
@@ -147,6 +160,12 @@ fn service_endpoints(
         ));
     };
     let mut out = Vec::new();
+    // Addresses that are not IPs (FQDN EndpointSlices) name nothing a relay can reach.
+    let mut add = |ip: &str, port: i32| {
+        if let (Ok(ip), Ok(port)) = (ip.parse::<IpAddr>(), u16::try_from(port)) {
+            out.push(EndpointSpec::host_port(ip, port));
+        }
+    };
     for ip in spec
         .and_then(|s| {
             s.cluster_ips
@@ -156,9 +175,7 @@ fn service_endpoints(
         .into_iter()
         .flatten()
     {
-        if !ip.is_empty() && ip != "None" {
-            out.push(format!("{}:{port}", bracket(&ip)));
-        }
+        add(&ip, port);
     }
     let port_name = svc_port.name.clone().unwrap_or_default();
     let target = svc_port.target_port.clone();
@@ -182,7 +199,7 @@ fn service_endpoints(
                 continue;
             }
             for a in &ep.addresses {
-                out.push(format!("{}:{slice_port}", bracket(a)));
+                add(a, slice_port);
             }
         }
     }

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use turnpike_dataplane::config::Protocol;
+use turnpike_contract::config::Protocol;
 
 use super::{RenderContext, ResolvedParams};
 

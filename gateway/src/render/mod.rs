@@ -22,9 +22,10 @@ use gateway_api::gateways::{
     GatewayStatusListeners, GatewayStatusListenersSupportedKinds,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use turnpike_dataplane::cds::{AuthServiceConfig, GatewaySnapshot};
-use turnpike_dataplane::config::{
-    DataplaneConfig, ListenerConfig, Protocol, RouteConfig, SERVED_PROTOCOLS, TlsConfig, VERSION,
+use turnpike_contract::cds::{AuthServiceConfig, GatewaySnapshot};
+use turnpike_contract::config::{
+    DataplaneConfig, EndpointSpec, ListenerConfig, Protocol, RouteConfig, SERVED_PROTOCOLS,
+    TlsConfig, VERSION,
 };
 
 use crate::crd::{CONTROLLER_NAME, GatewayConfigStatus};
@@ -240,7 +241,7 @@ pub fn render(objects: &ObjectSet, ctx: &RenderContext) -> Rendered {
     }
 
     // Routes: attach to listeners and resolve backends.
-    let mut route_endpoints: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut route_endpoints: BTreeMap<String, Vec<EndpointSpec>> = BTreeMap::new();
     let slices = endpoints::SliceIndex::new(objects);
     for (rk, route) in &objects.udp_routes {
         if let Some((status, endpoints)) =
@@ -265,10 +266,10 @@ pub fn render(objects: &ObjectSet, ctx: &RenderContext) -> Rendered {
             // No valid listener is a broken Gateway like any other: it is held, so a
             // running dataplane keeps its last good config and a new one gets no
             // Service (one without ports is invalid anyway).
-            Ok(()) if g.listeners.is_empty() => {
+            Ok(_) if g.listeners.is_empty() => {
                 out.held.insert(name);
             }
-            Ok(()) => {
+            Ok(cfg) => {
                 out.managed.insert(
                     name.clone(),
                     managed_resources(
@@ -280,7 +281,7 @@ pub fn render(objects: &ObjectSet, ctx: &RenderContext) -> Rendered {
                     ),
                 );
                 out.auth.insert(name.clone(), params.auth_service.clone());
-                out.configs.insert(name, cfg);
+                out.configs.insert(name, cfg.into_config());
             }
             Err(e) => {
                 if let Some(st) = out.status.gateways.get_mut(k) {
@@ -519,7 +520,7 @@ fn listener_tls(
             let t = TlsConfig { cert_pem, key_pem };
             // The dataplane would refuse the whole config over a bad pair; catch it here
             // so only this listener is affected and its status says why.
-            match turnpike_dataplane::tls::server_config(&t) {
+            match turnpike_contract::tls::server_config(&t) {
                 Ok(_) => Ok(t),
                 Err(e) => Err((
                     reason::INVALID_CERTIFICATE_REF,
@@ -578,7 +579,7 @@ fn attach_route(
     route: &UdpRoute,
     gateways: &mut BTreeMap<Key, GatewayState>,
     base: &Stamp,
-) -> Option<(UdpRouteStatus, Vec<String>)> {
+) -> Option<(UdpRouteStatus, Vec<EndpointSpec>)> {
     let stamp = base.with_generation(generation(route));
     let route_name = key_string(rk);
     let mut endpoints = Vec::new();
@@ -792,7 +793,7 @@ fn gateway_status(g: &GatewayState) -> GatewayStatus {
 fn dataplane_config(
     g: &GatewayState,
     params: &ResolvedParams,
-    route_endpoints: &BTreeMap<String, Vec<String>>,
+    route_endpoints: &BTreeMap<String, Vec<EndpointSpec>>,
     ctx: &RenderContext,
 ) -> DataplaneConfig {
     let bind: std::net::IpAddr = if ctx.standalone {
@@ -820,8 +821,8 @@ fn dataplane_config(
             // is reached by its hostname, else the certificate's name, else the address.
             let tls_host = l.tls.as_ref().and_then(|t| {
                 l.hostname.clone().or_else(|| {
-                    let info = turnpike_dataplane::tls::certificate_info(t).ok()?;
-                    turnpike_dataplane::tls::uri_host(&info).map(str::to_string)
+                    let info = turnpike_contract::tls::certificate_info(t).ok()?;
+                    turnpike_contract::tls::uri_host(&info).map(str::to_string)
                 })
             });
             let public = tls_host.or_else(|| g.address.clone());

@@ -1,8 +1,8 @@
 //! GatewayClass parameters: the GatewayConfig and the Secret it names.
 
 use gateway_api::gatewayclasses::GatewayClass;
-use turnpike_dataplane::cds::{AuthServiceConfig, JwtConfig};
-use turnpike_dataplane::config::{AuthConfig, AuthType as DpAuthType, LimitsConfig, StaticUser};
+use turnpike_contract::cds::{AuthServiceConfig, JwtConfig};
+use turnpike_contract::config::{AuthConfig, AuthType as DpAuthType, LimitsConfig, StaticUser};
 
 use crate::crd::{AuthType, GROUP, GatewayConfig, GatewayConfigSpec, parse_duration};
 use crate::objects::{Key, ObjectSet, key_string};

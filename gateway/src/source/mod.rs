@@ -60,7 +60,7 @@ pub enum Object {
 }
 
 fn typed<T: DeserializeOwned + Resource>(
-    value: serde_yaml::Value,
+    value: serde_yaml_ng::Value,
     err: &dyn Fn(String, String) -> LoadError,
     namespaced: bool,
 ) -> Result<Box<T>, LoadError> {
@@ -84,7 +84,7 @@ fn typed<T: DeserializeOwned + Resource>(
 /// Parses every YAML document of `text` (from `file`, for messages), with its index.
 pub fn parse_documents(file: &str, text: &str) -> Result<Vec<(usize, Object)>, LoadError> {
     let mut out = Vec::new();
-    for (document, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
+    for (document, de) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let err = |path: String, message: String| LoadError {
             file: file.to_string(),
             document,
@@ -92,7 +92,7 @@ pub fn parse_documents(file: &str, text: &str) -> Result<Vec<(usize, Object)>, L
             message,
         };
         let value =
-            serde_yaml::Value::deserialize(de).map_err(|e| err(String::new(), e.to_string()))?;
+            serde_yaml_ng::Value::deserialize(de).map_err(|e| err(String::new(), e.to_string()))?;
         if value.is_null() {
             continue;
         }
