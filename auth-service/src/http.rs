@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -14,87 +13,15 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
+use turnpike_contract::admin;
 use turnpike_contract::cds::GatewaySnapshot;
 
 use crate::ice::{IceServer, ice_server};
 use crate::jwt::{self, Claims};
+pub use crate::metrics::Metrics;
 
 /// Every Gateway the auth service knows, by `namespace/name` (swapped whole on update).
 pub type Gateways = ArcSwap<BTreeMap<String, GatewaySnapshot>>;
-
-#[derive(Default)]
-pub struct Metrics {
-    /// (route, status) → count.
-    requests: std::sync::Mutex<BTreeMap<(&'static str, u16), u64>>,
-    /// Latency histogram buckets (seconds, upper bounds) and their counts.
-    latency: [AtomicU64; BUCKETS.len() + 1],
-    latency_sum_micros: AtomicU64,
-    pub credentials_issued: AtomicU64,
-}
-
-const BUCKETS: [f64; 8] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0];
-
-impl Metrics {
-    fn observe(&self, route: &'static str, status: u16, took: Duration) {
-        if let Ok(mut m) = self.requests.lock() {
-            *m.entry((route, status)).or_default() += 1;
-        }
-        let secs = took.as_secs_f64();
-        let i = BUCKETS
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(BUCKETS.len());
-        self.latency[i].fetch_add(1, Relaxed);
-        self.latency_sum_micros
-            .fetch_add(took.as_micros() as u64, Relaxed);
-    }
-
-    fn render(&self) -> String {
-        use std::fmt::Write as _;
-        let mut o = String::new();
-        let _ = writeln!(
-            o,
-            "# HELP turnpike_auth_requests_total Requests by route and status.\n# TYPE turnpike_auth_requests_total counter"
-        );
-        if let Ok(m) = self.requests.lock() {
-            for ((route, status), n) in m.iter() {
-                let _ = writeln!(
-                    o,
-                    "turnpike_auth_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
-                );
-            }
-        }
-        let _ = writeln!(
-            o,
-            "# HELP turnpike_auth_request_seconds Request latency.\n# TYPE turnpike_auth_request_seconds histogram"
-        );
-        let mut cumulative = 0;
-        for (i, b) in BUCKETS.iter().enumerate() {
-            cumulative += self.latency[i].load(Relaxed);
-            let _ = writeln!(
-                o,
-                "turnpike_auth_request_seconds_bucket{{le=\"{b}\"}} {cumulative}"
-            );
-        }
-        cumulative += self.latency[BUCKETS.len()].load(Relaxed);
-        let _ = writeln!(
-            o,
-            "turnpike_auth_request_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
-        );
-        let _ = writeln!(
-            o,
-            "turnpike_auth_request_seconds_sum {}",
-            self.latency_sum_micros.load(Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(o, "turnpike_auth_request_seconds_count {cumulative}");
-        let _ = writeln!(
-            o,
-            "# HELP turnpike_auth_credentials_issued_total TURN credentials handed out.\n# TYPE turnpike_auth_credentials_issued_total counter\nturnpike_auth_credentials_issued_total {}",
-            self.credentials_issued.load(Relaxed)
-        );
-        o
-    }
-}
 
 #[derive(Clone)]
 pub struct AppState {
@@ -390,7 +317,7 @@ fn ice_config(state: &AppState, headers: &HeaderMap, q: &IceQuery) -> Result<Res
     state
         .metrics
         .credentials_issued
-        .fetch_add(servers.len() as u64, Relaxed);
+        .inc_by(servers.len() as u64);
     let mut r = axum::Json(IceConfig {
         ice_servers: servers,
         ice_transport_policy: policy.into(),
@@ -461,7 +388,7 @@ async fn get_turn_rest(
             if let Some(server) =
                 ice_server(&gw.config, q.listener.as_deref(), &grant.userid, ttl, now())
             {
-                s.metrics.credentials_issued.fetch_add(1, Relaxed);
+                s.metrics.credentials_issued.inc();
                 let mut r = axum::Json(TurnRest {
                     username: server.username,
                     password: server.credential,
@@ -482,28 +409,35 @@ async fn get_turn_rest(
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
+// The health and metrics routes come from the shared admin router; these describe them in
+// the OpenAPI document.
+#[utoipa::path(get, path = "/livez", responses((status = 200, description = "Alive", body = String)))]
+#[allow(dead_code)]
+fn livez() {}
+
 #[utoipa::path(get, path = "/readyz", responses(
     (status = 200, description = "A configuration arrived", body = String),
     (status = 503, description = "No configuration yet", body = Problem, content_type = "application/problem+json")))]
-async fn readyz(State(s): State<AppState>) -> Response {
-    if s.gateways.load().is_empty() {
-        problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no Gateway configuration received yet",
-        )
-        .into_response()
-    } else {
-        "ready\n".into_response()
-    }
-}
+#[allow(dead_code)]
+fn readyz() {}
 
-#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus metrics", body = String, content_type = "text/plain")))]
-async fn metrics(State(s): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render(),
-    )
-        .into_response()
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "OpenMetrics", body = String, content_type = "application/openmetrics-text")))]
+#[allow(dead_code)]
+fn metrics() {}
+
+/// Ready once a Gateway configuration has arrived.
+fn ready_check(gateways: Arc<Gateways>) -> admin::ReadyCheck {
+    Arc::new(move || {
+        if gateways.load().is_empty() {
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no Gateway configuration received yet",
+            )
+            .into_response()
+        } else {
+            "ready\n".into_response()
+        }
+    })
 }
 
 async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Response {
@@ -539,11 +473,6 @@ async fn test_page() -> Response {
 
 async fn not_found() -> Response {
     problem(StatusCode::NOT_FOUND, "no such endpoint").into_response()
-}
-
-#[utoipa::path(get, path = "/livez", responses((status = 200, description = "Alive", body = String)))]
-async fn livez() -> &'static str {
-    "ok\n"
 }
 
 struct BearerScheme;
@@ -588,22 +517,24 @@ async fn openapi_json() -> Response {
 
 /// The auth service's routes.
 pub fn router(state: AppState) -> Router {
+    let health = admin::router(
+        ready_check(state.gateways.clone()),
+        Some(state.metrics.clone()),
+    );
     Router::new()
         .route("/ice-config", get(get_ice_config))
         .route("/ice", get(get_ice))
         .route("/", get(get_turn_rest))
-        .route("/livez", get(livez))
         .route("/openapi.json", get(openapi_json))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/test", get(test_page))
+        .with_state(state.clone())
+        .merge(health)
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(middleware::from_fn_with_state(state, observe))
         // Only GETs are served: no request body is ever needed.
         .layer(tower_http::limit::RequestBodyLimitLayer::new(1024))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(10),
         ))
-        .with_state(state)
 }

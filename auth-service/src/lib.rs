@@ -9,6 +9,7 @@
 pub mod http;
 pub mod ice;
 pub mod jwt;
+pub mod metrics;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -1,4 +1,5 @@
-//! The admin HTTP server: `/livez`, `/readyz`, `/metrics`, `/status` (127.0.0.1:8086).
+//! The dataplane's admin server (127.0.0.1:8086): the shared `/livez`, `/readyz` and
+//! `/metrics`, and `/status`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -6,12 +7,13 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
+use turnpike_contract::admin::{self, ReadyCheck};
 
-use crate::metrics::{Metrics, Status, StatusDetail};
+use crate::metrics::Metrics;
+use crate::status::{Status, StatusDetail};
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -21,39 +23,35 @@ pub struct AdminState {
 }
 
 pub fn router(state: AdminState) -> Router {
-    Router::new()
-        .route("/livez", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/status", get(status))
-        .with_state(state)
+    admin::router(
+        ready_check(state.status.clone()),
+        Some(state.metrics.clone()),
+    )
+    .merge(
+        Router::new()
+            .route("/status", get(status))
+            .with_state(state),
+    )
 }
 
 /// 200 while the dataplane serves, draining included. Kubernetes already keeps new clients
 /// off a terminating pod; a failing readiness probe would also mark its endpoint not
 /// serving, and kube-proxy then deletes the conntrack entries of its UDP flows, moving the
 /// allocations being drained to another pod that does not know them.
-async fn readyz(State(s): State<AdminState>) -> Response {
-    if s.status.is_serving() {
-        let body = if s.status.draining.load(Relaxed) {
-            "draining\n"
+fn ready_check(status: Arc<Status>) -> ReadyCheck {
+    Arc::new(move || {
+        admin::ready_text(if status.is_serving() {
+            Ok(if status.draining.load(Relaxed) {
+                "draining\n".into()
+            } else {
+                "ready\n".into()
+            })
+        } else if let Some(e) = status.listener_error() {
+            Err(format!("listener {e}\n"))
         } else {
-            "ready\n"
-        };
-        (StatusCode::OK, body).into_response()
-    } else if let Some(e) = s.status.listener_error() {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("listener {e}\n")).into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "no config applied yet\n").into_response()
-    }
-}
-
-async fn metrics(State(s): State<AdminState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render(&s.status),
-    )
-        .into_response()
+            Err("no config applied yet\n".into())
+        })
+    })
 }
 
 #[derive(Serialize)]

@@ -4,7 +4,7 @@
 //! - [`config`]: the dataplane config contract (from `turnpike-contract`) compiled for the
 //!   core; [`cds`] and [`tls`] are the contract's too.
 //! - [`io`]: UDP workers, relay sockets and batched socket calls.
-//! - [`admin`], [`metrics`]: `/livez`, `/readyz`, `/metrics`, `/status`.
+//! - [`admin`], [`metrics`], [`status`]: `/livez`, `/readyz`, `/metrics`, `/status`.
 //! - [`runtime`]: wires config loading, workers, reload and drain together.
 
 pub mod admin;
@@ -16,5 +16,6 @@ pub mod io;
 pub mod metrics;
 pub mod proto;
 pub mod runtime;
+pub mod status;
 
 pub use turnpike_contract::{cds, tls};

@@ -1,35 +1,60 @@
-//! Shared counters and status. Workers add their per-second deltas here (one short lock
-//! per worker per second); the admin server renders them.
+//! The dataplane's metrics. Workers add their per-second deltas here (no lock on the relay
+//! path; the relay counters take one short lock per worker per second); `/metrics` encodes
+//! the registry. One field and one help line per metric; names and labels are the ones
+//! dashboards already use (a test scrapes and compares them).
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use serde::Serialize;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use turnpike_contract::admin::{self, Scrape};
 
 use crate::proto::{RelayCount, Stats};
+use crate::status::Status;
 
-#[derive(Default)]
+/// A `reason` label.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct Reason {
+    reason: &'static str,
+}
+
+/// Relay counters' labels: the listener, the UDPRoute, and `to_peer` or `to_client`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RelayLabels {
+    listener: String,
+    route: String,
+    direction: &'static str,
+}
+
 pub struct Metrics {
+    registry: Registry,
+    status: Arc<Status>,
     /// Active allocations per worker (each worker writes only its own slot).
     pub allocations: Vec<AtomicU64>,
-    pub malformed: AtomicU64,
-    pub oversized: AtomicU64,
-    pub auth_failures: AtomicU64,
-    pub denied_peers: AtomicU64,
-    pub peers_revoked: AtomicU64,
-    pub dropped_no_allocation: AtomicU64,
-    pub dropped_no_permission: AtomicU64,
-    pub send_failures: AtomicU64,
-    pub retransmits: AtomicU64,
-    pub challenges_suppressed: AtomicU64,
-    pub allocations_created: AtomicU64,
-    pub allocations_deleted: AtomicU64,
-    pub config_reloads: AtomicU64,
-    pub config_reload_failures: AtomicU64,
+    allocations_active: Gauge,
+    config_generation: Gauge,
+    ready: Gauge,
+    pub malformed: Counter,
+    pub oversized: Counter,
+    pub auth_failures: Counter,
+    pub denied_peers: Counter,
+    pub peers_revoked: Counter,
+    pub allocations_created: Counter,
+    pub allocations_deleted: Counter,
+    pub retransmits: Counter,
+    pub challenges_suppressed: Counter,
+    pub config_reloads: Counter,
+    pub config_reload_failures: Counter,
+    pub dropped_no_allocation: Counter,
+    pub dropped_no_permission: Counter,
+    pub send_failures: Counter,
     pub streams: StreamMetrics,
-    relay: Mutex<BTreeMap<(String, String), RelayCount>>,
+    relayed_packets: Family<RelayLabels, Counter>,
+    relayed_bytes: Family<RelayLabels, Counter>,
 }
 
 /// Why a TCP/TLS client connection ended.
@@ -75,68 +100,192 @@ impl CloseReason {
 /// packet, except the queue-full drop).
 #[derive(Default)]
 pub struct StreamMetrics {
-    pub active: AtomicU64,
-    pub accepted: AtomicU64,
-    pub refused_max_connections: AtomicU64,
-    pub refused_rate_limit: AtomicU64,
-    closed: [AtomicU64; CloseReason::ALL.len()],
+    pub active: Gauge,
+    pub accepted: Counter,
+    pub refused_max_connections: Counter,
+    pub refused_rate_limit: Counter,
+    closed: Family<Reason, Counter>,
     /// Relayed packets dropped because a slow client's send queue was full.
-    pub dropped_queue_full: AtomicU64,
+    pub dropped_queue_full: Counter,
 }
 
 impl StreamMetrics {
     pub fn closed(&self, reason: CloseReason) {
-        self.closed[reason as usize].fetch_add(1, Relaxed);
-        self.active.fetch_sub(1, Relaxed);
+        self.closed
+            .get_or_create(&Reason {
+                reason: reason.as_str(),
+            })
+            .inc();
+        self.active.dec();
     }
 
     pub fn closed_count(&self, reason: CloseReason) -> u64 {
-        self.closed[reason as usize].load(Relaxed)
-    }
-
-    fn render(&self, o: &mut String) {
-        let _ = writeln!(
-            o,
-            "# HELP turnpike_connections_active TCP and TLS client connections open.\n\
-             # TYPE turnpike_connections_active gauge\nturnpike_connections_active {}",
-            self.active.load(Relaxed)
-        );
-        let _ = writeln!(
-            o,
-            "# HELP turnpike_connections_accepted_total TCP and TLS client connections accepted.\n\
-             # TYPE turnpike_connections_accepted_total counter\nturnpike_connections_accepted_total {}",
-            self.accepted.load(Relaxed)
-        );
-        let _ = writeln!(
-            o,
-            "# HELP turnpike_connections_refused_total Connections closed at accept, by limit.\n\
-             # TYPE turnpike_connections_refused_total counter\n\
-             turnpike_connections_refused_total{{reason=\"max_connections\"}} {}\n\
-             turnpike_connections_refused_total{{reason=\"rate_limit\"}} {}",
-            self.refused_max_connections.load(Relaxed),
-            self.refused_rate_limit.load(Relaxed)
-        );
-        let _ = writeln!(
-            o,
-            "# HELP turnpike_connections_closed_total Client connections closed, by reason.\n\
-             # TYPE turnpike_connections_closed_total counter"
-        );
-        for r in CloseReason::ALL {
-            let _ = writeln!(
-                o,
-                "turnpike_connections_closed_total{{reason=\"{}\"}} {}",
-                r.as_str(),
-                self.closed_count(r)
-            );
-        }
+        self.closed
+            .get_or_create(&Reason {
+                reason: reason.as_str(),
+            })
+            .get()
     }
 }
 
+/// A counter of `family` for `reason`, created now so it shows as 0 before it counts.
+fn reason_counter(family: &Family<Reason, Counter>, reason: &'static str) -> Counter {
+    family.get_or_create(&Reason { reason }).clone()
+}
+
 impl Metrics {
-    pub fn new(workers: usize) -> Self {
+    pub fn new(workers: usize, status: Arc<Status>) -> Self {
+        let mut r = Registry::default();
+        let counter = |r: &mut Registry, name: &str, help: &str| {
+            let c = Counter::default();
+            r.register(name, help, c.clone());
+            c
+        };
+        let gauge = |r: &mut Registry, name: &str, help: &str| {
+            let g = Gauge::default();
+            r.register(name, help, g.clone());
+            g
+        };
+        let malformed = counter(
+            &mut r,
+            "turnpike_malformed_packets",
+            "Datagrams dropped because they were not valid STUN or ChannelData.",
+        );
+        let oversized = counter(
+            &mut r,
+            "turnpike_oversized_packets",
+            "Datagrams dropped because they exceeded the receive buffer.",
+        );
+        let auth_failures = counter(
+            &mut r,
+            "turnpike_auth_failures",
+            "Requests refused for bad credentials, realm or integrity.",
+        );
+        let denied_peers = counter(
+            &mut r,
+            "turnpike_denied_peers",
+            "Permission or channel requests refused with 403 (peer outside the routes).",
+        );
+        let peers_revoked = counter(
+            &mut r,
+            "turnpike_revoked_peers",
+            "Permissions and channels removed because a new config no longer routes them.",
+        );
+        let allocations_created = counter(
+            &mut r,
+            "turnpike_allocations_created",
+            "Allocations created.",
+        );
+        let allocations_deleted = counter(
+            &mut r,
+            "turnpike_allocations_deleted",
+            "Allocations deleted, expired or closed.",
+        );
+        let retransmits = counter(
+            &mut r,
+            "turnpike_retransmitted_requests",
+            "Requests answered from the transaction cache.",
+        );
+        let challenges_suppressed = counter(
+            &mut r,
+            "turnpike_suppressed_challenges",
+            "401/438 answers not sent because the source exceeded its rate limit.",
+        );
+        let config_reloads = counter(&mut r, "turnpike_config_reloads", "Configs applied.");
+        let config_reload_failures = counter(
+            &mut r,
+            "turnpike_config_reload_failures",
+            "Configs refused (the previous one kept running).",
+        );
+        let dropped = Family::<Reason, Counter>::default();
+        r.register(
+            "turnpike_dropped_packets",
+            "Packets dropped on the relay path.",
+            dropped.clone(),
+        );
+        let active = gauge(
+            &mut r,
+            "turnpike_connections_active",
+            "TCP and TLS client connections open.",
+        );
+        let accepted = counter(
+            &mut r,
+            "turnpike_connections_accepted",
+            "TCP and TLS client connections accepted.",
+        );
+        let refused = Family::<Reason, Counter>::default();
+        r.register(
+            "turnpike_connections_refused",
+            "Connections closed at accept, by limit.",
+            refused.clone(),
+        );
+        let closed = Family::<Reason, Counter>::default();
+        r.register(
+            "turnpike_connections_closed",
+            "Client connections closed, by reason.",
+            closed.clone(),
+        );
+        for reason in CloseReason::ALL {
+            reason_counter(&closed, reason.as_str());
+        }
+        let allocations_active = gauge(
+            &mut r,
+            "turnpike_allocations_active",
+            "Allocations currently active.",
+        );
+        let config_generation = gauge(
+            &mut r,
+            "turnpike_config_generation",
+            "Generation of the config in use.",
+        );
+        let ready = gauge(
+            &mut r,
+            "turnpike_ready",
+            "1 when a config is applied and the dataplane is not draining.",
+        );
+        let relayed_packets = Family::<RelayLabels, Counter>::default();
+        r.register(
+            "turnpike_relayed_packets",
+            "Packets relayed, by listener, route and direction.",
+            relayed_packets.clone(),
+        );
+        let relayed_bytes = Family::<RelayLabels, Counter>::default();
+        r.register(
+            "turnpike_relayed_bytes",
+            "Payload bytes relayed, by listener, route and direction.",
+            relayed_bytes.clone(),
+        );
         Metrics {
+            status,
             allocations: (0..workers).map(|_| AtomicU64::new(0)).collect(),
-            ..Default::default()
+            allocations_active,
+            config_generation,
+            ready,
+            malformed,
+            oversized,
+            auth_failures,
+            denied_peers,
+            peers_revoked,
+            allocations_created,
+            allocations_deleted,
+            retransmits,
+            challenges_suppressed,
+            config_reloads,
+            config_reload_failures,
+            dropped_no_allocation: reason_counter(&dropped, "no_allocation"),
+            dropped_no_permission: reason_counter(&dropped, "no_permission"),
+            send_failures: reason_counter(&dropped, "send_failed"),
+            streams: StreamMetrics {
+                active,
+                accepted,
+                refused_max_connections: reason_counter(&refused, "max_connections"),
+                refused_rate_limit: reason_counter(&refused, "rate_limit"),
+                closed,
+                dropped_queue_full: reason_counter(&dropped, "client_queue_full"),
+            },
+            relayed_packets,
+            relayed_bytes,
+            registry: r,
         }
     }
 
@@ -146,242 +295,47 @@ impl Metrics {
 
     /// Adds a worker's counters; `labels[i]` names `stats.relay[i]`.
     pub fn add(&self, stats: &Stats, labels: &[(String, String)]) {
-        self.malformed.fetch_add(stats.malformed, Relaxed);
-        self.auth_failures.fetch_add(stats.auth_failures, Relaxed);
-        self.denied_peers.fetch_add(stats.denied_peers, Relaxed);
-        self.peers_revoked.fetch_add(stats.peers_revoked, Relaxed);
+        self.malformed.inc_by(stats.malformed);
+        self.auth_failures.inc_by(stats.auth_failures);
+        self.denied_peers.inc_by(stats.denied_peers);
+        self.peers_revoked.inc_by(stats.peers_revoked);
         self.dropped_no_allocation
-            .fetch_add(stats.dropped_no_allocation, Relaxed);
+            .inc_by(stats.dropped_no_allocation);
         self.dropped_no_permission
-            .fetch_add(stats.dropped_no_permission, Relaxed);
-        self.retransmits.fetch_add(stats.retransmits, Relaxed);
+            .inc_by(stats.dropped_no_permission);
+        self.retransmits.inc_by(stats.retransmits);
         self.challenges_suppressed
-            .fetch_add(stats.challenges_suppressed, Relaxed);
-        self.allocations_created
-            .fetch_add(stats.allocations_created, Relaxed);
-        self.allocations_deleted
-            .fetch_add(stats.allocations_deleted, Relaxed);
-        if stats.relay.iter().all(|r| *r == RelayCount::default()) {
-            return;
-        }
-        if let Ok(mut m) = self.relay.lock() {
-            for (count, label) in stats.relay.iter().zip(labels) {
-                if *count != RelayCount::default() {
-                    m.entry(label.clone()).or_default().add(count);
-                }
+            .inc_by(stats.challenges_suppressed);
+        self.allocations_created.inc_by(stats.allocations_created);
+        self.allocations_deleted.inc_by(stats.allocations_deleted);
+        for (count, (listener, route)) in stats.relay.iter().zip(labels) {
+            if *count == RelayCount::default() {
+                continue;
+            }
+            for (direction, packets, bytes) in [
+                ("to_peer", count.to_peer_packets, count.to_peer_bytes),
+                ("to_client", count.to_client_packets, count.to_client_bytes),
+            ] {
+                let labels = RelayLabels {
+                    listener: listener.clone(),
+                    route: route.clone(),
+                    direction,
+                };
+                self.relayed_packets.get_or_create(&labels).inc_by(packets);
+                self.relayed_bytes.get_or_create(&labels).inc_by(bytes);
             }
         }
     }
-
-    pub fn relay_counts(&self) -> BTreeMap<(String, String), RelayCount> {
-        self.relay.lock().map(|m| m.clone()).unwrap_or_default()
-    }
-
-    /// Prometheus text exposition format.
-    pub fn render(&self, status: &Status) -> String {
-        let mut o = String::with_capacity(4096);
-        let mut counter = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-        };
-        counter(
-            "turnpike_malformed_packets_total",
-            "Datagrams dropped because they were not valid STUN or ChannelData.",
-            self.malformed.load(Relaxed),
-        );
-        counter(
-            "turnpike_oversized_packets_total",
-            "Datagrams dropped because they exceeded the receive buffer.",
-            self.oversized.load(Relaxed),
-        );
-        counter(
-            "turnpike_auth_failures_total",
-            "Requests refused for bad credentials, realm or integrity.",
-            self.auth_failures.load(Relaxed),
-        );
-        counter(
-            "turnpike_denied_peers_total",
-            "Permission or channel requests refused with 403 (peer outside the routes).",
-            self.denied_peers.load(Relaxed),
-        );
-        counter(
-            "turnpike_revoked_peers_total",
-            "Permissions and channels removed because a new config no longer routes them.",
-            self.peers_revoked.load(Relaxed),
-        );
-        counter(
-            "turnpike_allocations_created_total",
-            "Allocations created.",
-            self.allocations_created.load(Relaxed),
-        );
-        counter(
-            "turnpike_allocations_deleted_total",
-            "Allocations deleted, expired or closed.",
-            self.allocations_deleted.load(Relaxed),
-        );
-        counter(
-            "turnpike_retransmitted_requests_total",
-            "Requests answered from the transaction cache.",
-            self.retransmits.load(Relaxed),
-        );
-        counter(
-            "turnpike_suppressed_challenges_total",
-            "401/438 answers not sent because the source exceeded its rate limit.",
-            self.challenges_suppressed.load(Relaxed),
-        );
-        counter(
-            "turnpike_config_reloads_total",
-            "Configs applied.",
-            self.config_reloads.load(Relaxed),
-        );
-        counter(
-            "turnpike_config_reload_failures_total",
-            "Configs refused (the previous one kept running).",
-            self.config_reload_failures.load(Relaxed),
-        );
-        let _ = writeln!(
-            o,
-            "# HELP turnpike_dropped_packets_total Packets dropped on the relay path.\n\
-             # TYPE turnpike_dropped_packets_total counter"
-        );
-        for (reason, v) in [
-            ("no_allocation", &self.dropped_no_allocation),
-            ("no_permission", &self.dropped_no_permission),
-            ("send_failed", &self.send_failures),
-            ("client_queue_full", &self.streams.dropped_queue_full),
-        ] {
-            let _ = writeln!(
-                o,
-                "turnpike_dropped_packets_total{{reason=\"{reason}\"}} {}",
-                v.load(Relaxed)
-            );
-        }
-        self.streams.render(&mut o);
-        let _ = writeln!(
-            o,
-            "# HELP turnpike_allocations_active Allocations currently active.\n\
-             # TYPE turnpike_allocations_active gauge\nturnpike_allocations_active {}",
-            self.active_allocations()
-        );
-        let _ = writeln!(
-            o,
-            "# HELP turnpike_config_generation Generation of the config in use.\n\
-             # TYPE turnpike_config_generation gauge\nturnpike_config_generation {}",
-            status.generation.load(Relaxed)
-        );
-        let _ = writeln!(
-            o,
-            "# HELP turnpike_ready 1 when a config is applied and the dataplane is not draining.\n\
-             # TYPE turnpike_ready gauge\nturnpike_ready {}",
-            u8::from(status.is_ready())
-        );
-        let relay = self.relay_counts();
-        for (name, help, pick) in [
-            (
-                "turnpike_relayed_packets_total",
-                "Packets relayed, by listener, route and direction.",
-                (|r: &RelayCount| (r.to_peer_packets, r.to_client_packets))
-                    as fn(&RelayCount) -> (u64, u64),
-            ),
-            (
-                "turnpike_relayed_bytes_total",
-                "Payload bytes relayed, by listener, route and direction.",
-                |r: &RelayCount| (r.to_peer_bytes, r.to_client_bytes),
-            ),
-        ] {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
-            for ((listener, route), r) in &relay {
-                let (to_peer, to_client) = pick(r);
-                for (dir, v) in [("to_peer", to_peer), ("to_client", to_client)] {
-                    let _ = writeln!(
-                        o,
-                        "{name}{{listener=\"{}\",route=\"{}\",direction=\"{dir}\"}} {v}",
-                        escape(listener),
-                        escape(route)
-                    );
-                }
-            }
-        }
-        o
-    }
 }
 
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// What `/status` shows and `/readyz` decides on.
-#[derive(Default)]
-pub struct Status {
-    pub generation: AtomicU64,
-    pub applied: AtomicBool,
-    pub draining: AtomicBool,
-    pub detail: Mutex<StatusDetail>,
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StatusDetail {
-    pub name: String,
-    pub config_source: String,
-    pub last_error: Option<String>,
-    pub listeners: Vec<ListenerStatus>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ListenerStatus {
-    pub name: String,
-    pub protocol: String,
-    pub address: String,
-    pub relay_addresses: Vec<String>,
-    pub routes: Vec<String>,
-    /// `serving`, or why not.
-    pub state: String,
-    /// The certificate a TURN-TLS listener presents to new connections.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub certificate: Option<CertificateStatus>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CertificateStatus {
-    /// Hex serial number.
-    pub serial: String,
-    /// Unix seconds.
-    pub not_after: i64,
-    pub dns_names: Vec<String>,
-}
-
-impl Status {
-    /// Ready for new allocations: serving and not draining.
-    pub fn is_ready(&self) -> bool {
-        self.is_serving() && !self.draining.load(Relaxed)
-    }
-
-    /// Relaying for its clients: a config is applied and every listener is bound (a
-    /// listener whose port is taken keeps the pod out of the Service instead of
-    /// blackholing its clients). A draining dataplane still serves the allocations it has
-    /// (see `/readyz`).
-    pub fn is_serving(&self) -> bool {
-        self.applied.load(Relaxed) && self.listener_error().is_none()
-    }
-
-    /// The first listener that failed to bind, as `name: error`.
-    pub fn listener_error(&self) -> Option<String> {
-        let d = self.detail.lock().ok()?;
-        d.listeners
-            .iter()
-            .find(|l| l.state.starts_with("error"))
-            .map(|l| format!("{}: {}", l.name, l.state))
-    }
-
-    pub fn set_listener_state(&self, name: &str, state: String) {
-        if let Ok(mut d) = self.detail.lock()
-            && let Some(l) = d.listeners.iter_mut().find(|l| l.name == name)
-        {
-            l.state = state;
-        }
+impl Scrape for Metrics {
+    fn scrape(&self) -> String {
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.allocations_active
+            .set(gauge(self.active_allocations()));
+        self.config_generation
+            .set(gauge(self.status.generation.load(Relaxed)));
+        self.ready.set(i64::from(self.status.is_ready()));
+        admin::encode(&self.registry)
     }
 }

@@ -17,8 +17,9 @@ use crate::config::{ConfigError, DataplaneConfig, ValidConfig};
 use crate::io::{
     self, ActiveConfig, Command, ListenerRuntime, StreamLimits, WorkerHandle, WorkerShared,
 };
-use crate::metrics::{CertificateStatus, ListenerStatus, Metrics, Status, StatusDetail};
+use crate::metrics::Metrics;
 use crate::proto::{NonceKey, UserQuota};
+use crate::status::{CertificateStatus, ListenerStatus, Status, StatusDetail};
 use crate::tls;
 
 #[derive(Debug, thiserror::Error)]
@@ -101,8 +102,8 @@ impl Dataplane {
     /// then `/readyz` says so.
     pub fn new(workers: usize) -> Self {
         let worker_count = workers.max(1);
-        let metrics = Arc::new(Metrics::new(worker_count));
         let status = Arc::new(Status::default());
+        let metrics = Arc::new(Metrics::new(worker_count, status.clone()));
         let shared = WorkerShared {
             nonce: NonceKey::new(rand::random()),
             quota: Arc::new(UserQuota::default()),
@@ -147,7 +148,7 @@ impl Dataplane {
             for w in &self.workers {
                 w.send(Command::Apply(active.clone()));
             }
-            self.metrics.config_reloads.fetch_add(1, Relaxed);
+            self.metrics.config_reloads.inc();
             tracing::info!(name = %cfg.name, generation = cfg.generation, "config applied");
         }
         self.current = Some(cfg);
@@ -155,7 +156,7 @@ impl Dataplane {
     }
 
     pub fn reject(&self, err: &ConfigError) {
-        self.metrics.config_reload_failures.fetch_add(1, Relaxed);
+        self.metrics.config_reload_failures.inc();
         if let Ok(mut d) = self.status.detail.lock() {
             d.last_error = Some(err.to_string());
         }

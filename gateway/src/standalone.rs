@@ -12,8 +12,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use notify::Watcher as _;
 use serde::Serialize;
 use tokio::sync::mpsc;
+use turnpike_contract::admin;
 use turnpike_contract::cds::client::{CdsClientOptions, subscribe};
-use turnpike_dataplane::admin::{self, AdminState};
+use turnpike_dataplane::admin::AdminState;
 use turnpike_dataplane::runtime::{Dataplane, apply_cds_event};
 
 use crate::cds::{AUTH_SERVICE_CN, CdsServer, CertificateAuthority, dataplane_cn};
@@ -109,7 +110,7 @@ struct LocalDataplanes {
 struct LocalDataplane {
     task: tokio::task::JoinHandle<()>,
     admin: SocketAddr,
-    status: Arc<turnpike_dataplane::metrics::Status>,
+    status: Arc<turnpike_dataplane::status::Status>,
 }
 
 impl LocalDataplanes {
@@ -164,7 +165,7 @@ impl LocalDataplanes {
         let name = gateway.clone();
         let task = tokio::spawn(async move {
             let server = tokio::spawn(async move {
-                let _ = axum::serve(listener, admin::router(state)).await;
+                let _ = axum::serve(listener, turnpike_dataplane::admin::router(state)).await;
             });
             let source = "control plane (CDS)";
             while let Some(ev) = events.recv().await {
@@ -426,24 +427,14 @@ async fn start_auth_service(
 
 async fn serve_admin(addr: SocketAddr, report: Arc<Mutex<StatusReport>>) -> Result<(), RunError> {
     use axum::routing::get;
-    let listener = tokio::net::TcpListener::bind(addr)
+    let app = admin::router(admin::always_ready(), None).route(
+        "/status",
+        get(move || {
+            let r = report.lock().map(|r| r.clone()).unwrap_or_default();
+            async move { axum::Json(r) }
+        }),
+    );
+    admin::spawn(addr, app, "control-plane admin")
         .await
-        .map_err(|source| RunError::Admin { addr, source })?;
-    let app = axum::Router::new()
-        .route("/livez", get(|| async { "ok\n" }))
-        .route("/readyz", get(|| async { "ok\n" }))
-        .route(
-            "/status",
-            get(move || {
-                let r = report.lock().map(|r| r.clone()).unwrap_or_default();
-                async move { axum::Json(r) }
-            }),
-        );
-    tracing::info!(%addr, "control-plane admin listening");
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "control-plane admin stopped");
-        }
-    });
-    Ok(())
+        .map_err(|source| RunError::Admin { addr, source })
 }

@@ -6,7 +6,9 @@
 //! - [`cds`]: the CDS messages, their framing, the mTLS identity and the client.
 //! - [`credentials`]: the TURN REST API credential formula both sides use.
 //! - [`tls`]: a TURN-TLS listener's PEM pair as a rustls server config, and its facts.
+//! - [`admin`]: `/livez`, `/readyz` and OpenMetrics `/metrics`, the same in every component.
 
+pub mod admin;
 pub mod cds;
 pub mod config;
 pub mod credentials;

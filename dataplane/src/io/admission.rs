@@ -4,7 +4,6 @@
 
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use crate::metrics::StreamMetrics;
@@ -49,16 +48,16 @@ impl Admission {
             Err(_) => true,
         };
         if !allowed {
-            metrics.refused_rate_limit.fetch_add(1, Relaxed);
+            metrics.refused_rate_limit.inc();
             return Err(Refused::RateLimit);
         }
-        let before = metrics.active.fetch_add(1, Relaxed);
-        if before >= u64::from(max_connections) {
-            metrics.active.fetch_sub(1, Relaxed);
-            metrics.refused_max_connections.fetch_add(1, Relaxed);
+        let before = metrics.active.inc();
+        if before >= i64::from(max_connections) {
+            metrics.active.dec();
+            metrics.refused_max_connections.inc();
             return Err(Refused::MaxConnections);
         }
-        metrics.accepted.fetch_add(1, Relaxed);
+        metrics.accepted.inc();
         Ok(())
     }
 }
@@ -79,12 +78,12 @@ mod tests {
             .filter(|_| a.admit(ip, t, 1000, 10, &m).is_ok())
             .count();
         assert_eq!(admitted, 20);
-        assert_eq!(m.refused_rate_limit.load(Relaxed), 10);
-        assert_eq!(m.active.load(Relaxed), 20);
+        assert_eq!(m.refused_rate_limit.get(), 10);
+        assert_eq!(m.active.get(), 20);
         // The cap counts every source.
         assert_eq!(a.admit(other, t, 21, 10, &m), Ok(()));
         assert_eq!(a.admit(other, t, 21, 10, &m), Err(Refused::MaxConnections));
-        assert_eq!(m.active.load(Relaxed), 21);
-        assert_eq!(m.accepted.load(Relaxed), 21);
+        assert_eq!(m.active.get(), 21);
+        assert_eq!(m.accepted.get(), 21);
     }
 }

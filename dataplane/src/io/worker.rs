@@ -17,11 +17,12 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
 
 use crate::config::Protocol;
-use crate::metrics::{Metrics, Status};
+use crate::metrics::Metrics;
 use crate::proto::{
     ClientKey, NonceKey, Now, PEER_HEADROOM, PEER_TAILROOM, Server, ServerConfig, Transport,
     UserQuota,
 };
+use crate::status::Status;
 
 use super::batch::{BATCH, BUF_LEN, Datagrams};
 use super::relay::{RELAY_BASE, RelayAddrs, RelayOpener, Reservations};
@@ -224,7 +225,7 @@ fn keep_or_bind<S: mio::event::Source>(
     l: &ListenerRuntime,
     token: Token,
     bind: impl Fn(SocketAddr) -> io::Result<S>,
-    status: &crate::metrics::Status,
+    status: &crate::status::Status,
 ) -> Option<(SocketAddr, S)> {
     let reused = old
         .iter_mut()
@@ -261,7 +262,7 @@ fn bind_all<S: mio::event::Source>(
     serves: impl Fn(&ListenerRuntime) -> bool,
     token_base: usize,
     bind: impl Fn(SocketAddr) -> io::Result<S>,
-    status: &crate::metrics::Status,
+    status: &crate::status::Status,
 ) -> Vec<Option<(SocketAddr, S)>> {
     let sockets = config
         .listeners
@@ -413,7 +414,7 @@ impl Worker {
                 let Some(r) = out.received(k) else { continue };
                 let Some(from) = r.from else { continue };
                 if r.truncated {
-                    shared.metrics.oversized.fetch_add(1, Relaxed);
+                    shared.metrics.oversized.inc();
                     continue;
                 }
                 let client = ClientKey {
@@ -490,7 +491,7 @@ impl Worker {
                 let Some(r) = out.received(k) else { continue };
                 let Some(peer) = r.from else { continue };
                 if r.truncated {
-                    shared.metrics.oversized.fetch_add(1, Relaxed);
+                    shared.metrics.oversized.inc();
                     continue;
                 }
                 let frame = &mut out.buf_mut(r.buf)[..];

@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 
 use gateway_api::experimental::udproutes::{UdpRoute, UdpRouteStatus};
 use gateway_api::gatewayclasses::GatewayClass;
@@ -57,7 +56,7 @@ fn split(name: &str) -> (&str, &str) {
 
 impl Context {
     fn failed(&self, what: &str, e: &dyn std::fmt::Display) {
-        self.metrics.write_errors.fetch_add(1, Relaxed);
+        self.metrics.write_errors.inc();
         tracing::warn!(%what, error = %e, "write failed; retrying later");
     }
 
@@ -88,7 +87,7 @@ impl Context {
             .await
         {
             Ok(_) => {
-                self.metrics.status_writes.fetch_add(1, Relaxed);
+                self.metrics.status_writes.inc();
                 true
             }
             Err(e) => {
@@ -120,7 +119,7 @@ impl Context {
                 .await
             {
                 Ok(_) => {
-                    self.metrics.status_writes.fetch_add(1, Relaxed);
+                    self.metrics.status_writes.inc();
                     return true;
                 }
                 Err(kube::Error::Api(e)) if e.code == 409 => {
@@ -158,7 +157,7 @@ impl Context {
         };
         match self.recorder.publish(&ev, &w.object).await {
             Ok(()) => {
-                self.metrics.events.fetch_add(1, Relaxed);
+                self.metrics.events.inc();
             }
             Err(e) => self.failed("Event", &e),
         }
@@ -176,7 +175,7 @@ impl Context {
         let api: Api<K> = Api::namespaced(self.client.clone(), ns);
         match api.patch(&name, &apply_params(), &Patch::Apply(obj)).await {
             Ok(_) => {
-                self.metrics.resource_writes.fetch_add(1, Relaxed);
+                self.metrics.resource_writes.inc();
                 true
             }
             Err(e) => {
@@ -196,7 +195,7 @@ impl Context {
         let api: Api<K> = Api::namespaced(self.client.clone(), &key.0);
         match api.delete(&key.1, &DeleteParams::background()).await {
             Ok(_) => {
-                self.metrics.resource_writes.fetch_add(1, Relaxed);
+                self.metrics.resource_writes.inc();
                 tracing::info!(kind = K::kind(&()).as_ref(), object = %key_string(key), "deleted: its Gateway is gone");
                 true
             }

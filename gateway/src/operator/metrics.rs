@@ -1,108 +1,157 @@
-//! The operator's Prometheus metrics (`/metrics` on its admin port).
+//! The operator's metrics (`/metrics` on its admin port): one field and one help line per
+//! metric, registered once, encoded as OpenMetrics on scrape.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use turnpike_contract::admin::{self, Scrape};
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct OperatorMetrics {
-    pub leader: AtomicBool,
-    pub synced: AtomicBool,
-    pub renders: AtomicU64,
-    pub render_micros: AtomicU64,
-    pub watch_errors: AtomicU64,
+    registry: Registry,
+    /// 1 while this replica holds the leader lease.
+    pub leader: Gauge,
+    /// 1 once every watched kind has been listed.
+    pub synced: Gauge,
+    pub renders: Counter,
+    pub render_micros: Counter,
+    pub watch_errors: Counter,
     /// Status writes (SSA or read-modify-write), by this replica.
-    pub status_writes: AtomicU64,
+    pub status_writes: Counter,
     /// Deployments, Services and Secrets applied or deleted, by this replica.
-    pub resource_writes: AtomicU64,
-    pub write_errors: AtomicU64,
+    pub resource_writes: Counter,
+    pub write_errors: Counter,
     /// Passes of the leader's write loop, and the time they took.
-    pub write_passes: AtomicU64,
-    pub write_micros: AtomicU64,
-    pub events: AtomicU64,
-    pub published_generations: AtomicU64,
+    pub write_passes: Counter,
+    pub write_micros: Counter,
+    pub events: Counter,
+    pub published_generations: Counter,
+}
+
+impl Default for OperatorMetrics {
+    fn default() -> Self {
+        let mut r = Registry::default();
+        let gauge = |r: &mut Registry, name: &str, help: &str| {
+            let g = Gauge::default();
+            r.register(name, help, g.clone());
+            g
+        };
+        let counter = |r: &mut Registry, name: &str, help: &str| {
+            let c = Counter::default();
+            r.register(name, help, c.clone());
+            c
+        };
+        OperatorMetrics {
+            leader: gauge(
+                &mut r,
+                "turnpike_operator_leader",
+                "1 while this replica holds the leader lease and writes to the API server.",
+            ),
+            synced: gauge(
+                &mut r,
+                "turnpike_operator_synced",
+                "1 once every watched kind has been listed.",
+            ),
+            renders: counter(
+                &mut r,
+                "turnpike_operator_renders",
+                "Renders of the watched objects.",
+            ),
+            render_micros: counter(
+                &mut r,
+                "turnpike_operator_render_microseconds",
+                "Time spent rendering.",
+            ),
+            watch_errors: counter(
+                &mut r,
+                "turnpike_operator_watch_errors",
+                "Watch errors (each is retried with backoff and a relist).",
+            ),
+            status_writes: counter(
+                &mut r,
+                "turnpike_operator_status_writes",
+                "Status writes made by this replica.",
+            ),
+            resource_writes: counter(
+                &mut r,
+                "turnpike_operator_resource_writes",
+                "Managed Deployments, Services and certificate Secrets applied or deleted by this replica.",
+            ),
+            write_errors: counter(
+                &mut r,
+                "turnpike_operator_write_errors",
+                "Failed writes (retried with backoff).",
+            ),
+            write_passes: counter(
+                &mut r,
+                "turnpike_operator_write_passes",
+                "Passes of the leader's write loop (each makes the API server match one render).",
+            ),
+            write_micros: counter(
+                &mut r,
+                "turnpike_operator_write_microseconds",
+                "Time spent in write passes (apart from rendering and CDS).",
+            ),
+            events: counter(
+                &mut r,
+                "turnpike_operator_events",
+                "Kubernetes Events recorded for rejected objects.",
+            ),
+            published_generations: counter(
+                &mut r,
+                "turnpike_operator_cds_publishes",
+                "Snapshots and deletions published over CDS.",
+            ),
+            registry: r,
+        }
+    }
 }
 
 impl OperatorMetrics {
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
-        };
-        metric(
-            "turnpike_operator_leader",
-            "gauge",
-            "1 while this replica holds the leader lease and writes to the API server.",
-            u64::from(self.leader.load(Relaxed)),
+    pub fn is_synced(&self) -> bool {
+        self.synced.get() == 1
+    }
+}
+
+impl Scrape for OperatorMetrics {
+    fn scrape(&self) -> String {
+        admin::encode(&self.registry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names the hand-written renderer used; dashboards and the Kubernetes tests read
+    /// them.
+    #[test]
+    fn names_are_the_ones_dashboards_use() {
+        let m = OperatorMetrics::default();
+        m.leader.set(1);
+        let text = m.scrape();
+        let samples: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        assert_eq!(
+            samples,
+            [
+                "turnpike_operator_leader",
+                "turnpike_operator_synced",
+                "turnpike_operator_renders_total",
+                "turnpike_operator_render_microseconds_total",
+                "turnpike_operator_watch_errors_total",
+                "turnpike_operator_status_writes_total",
+                "turnpike_operator_resource_writes_total",
+                "turnpike_operator_write_errors_total",
+                "turnpike_operator_write_passes_total",
+                "turnpike_operator_write_microseconds_total",
+                "turnpike_operator_events_total",
+                "turnpike_operator_cds_publishes_total",
+            ]
         );
-        metric(
-            "turnpike_operator_synced",
-            "gauge",
-            "1 once every watched kind has been listed.",
-            u64::from(self.synced.load(Relaxed)),
-        );
-        metric(
-            "turnpike_operator_renders_total",
-            "counter",
-            "Renders of the watched objects.",
-            self.renders.load(Relaxed),
-        );
-        metric(
-            "turnpike_operator_render_microseconds_total",
-            "counter",
-            "Time spent rendering.",
-            self.render_micros.load(Relaxed),
-        );
-        metric(
-            "turnpike_operator_watch_errors_total",
-            "counter",
-            "Watch errors (each is retried with backoff and a relist).",
-            self.watch_errors.load(Relaxed),
-        );
-        metric(
-            "turnpike_operator_status_writes_total",
-            "counter",
-            "Status writes made by this replica.",
-            self.status_writes.load(Relaxed),
-        );
-        metric(
-            "turnpike_operator_resource_writes_total",
-            "counter",
-            "Managed Deployments, Services and certificate Secrets applied or deleted by this replica.",
-            self.resource_writes.load(Relaxed),
-        );
-        metric(
-            "turnpike_operator_write_errors_total",
-            "counter",
-            "Failed writes (retried with backoff).",
-            self.write_errors.load(Relaxed),
-        );
-        metric(
-            "turnpike_operator_write_passes_total",
-            "counter",
-            "Passes of the leader's write loop (each makes the API server match one render).",
-            self.write_passes.load(Relaxed),
-        );
-        metric(
-            "turnpike_operator_write_microseconds_total",
-            "counter",
-            "Time spent in write passes (apart from rendering and CDS).",
-            self.write_micros.load(Relaxed),
-        );
-        metric(
-            "turnpike_operator_events_total",
-            "counter",
-            "Kubernetes Events recorded for rejected objects.",
-            self.events.load(Relaxed),
-        );
-        metric(
-            "turnpike_operator_cds_publishes_total",
-            "counter",
-            "Snapshots and deletions published over CDS.",
-            self.published_generations.load(Relaxed),
-        );
-        out
+        assert!(text.contains("\nturnpike_operator_leader 1\n"), "{text}");
     }
 }

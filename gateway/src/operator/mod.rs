@@ -17,7 +17,6 @@ pub mod writes;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -36,6 +35,7 @@ use crate::cds::CdsServer;
 use crate::publish::Publisher;
 use crate::render::{RenderContext, Rendered, render};
 use crate::rotation::SecretRotation;
+use turnpike_contract::admin;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorError {
@@ -222,7 +222,7 @@ pub async fn run(opts: OperatorOptions) -> Result<(), OperatorError> {
             }
             Ok(()) = leader_rx.changed() => {
                 let leading = *leader_rx.borrow_and_update();
-                metrics.leader.store(leading, Relaxed);
+                metrics.leader.set(i64::from(leading));
                 // A new leader trusts nothing a previous term applied.
                 state.trust_epoch += 1;
                 due = Some(Instant::now());
@@ -276,7 +276,7 @@ impl Reconciler<'_> {
     /// Never waits on the API server.
     fn reconcile(&mut self, leading: bool) {
         let metrics = self.metrics;
-        metrics.synced.store(true, Relaxed);
+        metrics.synced.set(1);
         let mut rctx = RenderContext {
             now: crate::standalone::now_time(),
             standalone: false,
@@ -295,14 +295,12 @@ impl Reconciler<'_> {
         let started = std::time::Instant::now();
         let rendered = render(objects, &rctx);
         self.rotation.rendered(&rendered);
-        metrics.renders.fetch_add(1, Relaxed);
+        metrics.renders.inc();
         metrics
             .render_micros
-            .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+            .inc_by(started.elapsed().as_micros() as u64);
         let updates = self.publisher.update(&rendered.snapshots(), &rendered.held);
-        metrics
-            .published_generations
-            .fetch_add(updates.len() as u64, Relaxed);
+        metrics.published_generations.inc_by(updates.len() as u64);
         self.cds.publish(&updates);
         tracing::debug!(
             render_us = started.elapsed().as_micros() as u64,
@@ -348,51 +346,25 @@ async fn serve_admin(
     metrics: Arc<OperatorMetrics>,
     report: Arc<Mutex<OperatorReport>>,
 ) -> Result<(), OperatorError> {
-    use axum::http::StatusCode;
     use axum::routing::get;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| OperatorError::Admin { addr, source })?;
-    let ready = metrics.clone();
-    let app = axum::Router::new()
-        .route("/livez", get(|| async { "ok\n" }))
-        .route(
-            "/readyz",
-            get(move || {
-                // Ready (and so reachable through the CDS Service) once every kind is listed:
-                // before that, a snapshot could miss objects not read yet.
-                let synced = ready.synced.load(Relaxed);
-                async move {
-                    if synced {
-                        (StatusCode::OK, "ok\n")
-                    } else {
-                        (
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "waiting for the first list of every watched kind\n",
-                        )
-                    }
-                }
-            }),
-        )
-        .route(
-            "/metrics",
-            get(move || {
-                let text = metrics.render();
-                async move { text }
-            }),
-        )
-        .route(
-            "/status",
-            get(move || {
-                let r = report.lock().map(|r| r.clone()).unwrap_or_default();
-                async move { axum::Json(r) }
-            }),
-        );
-    tracing::info!(%addr, "operator admin listening");
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "operator admin stopped");
-        }
+    let synced = metrics.clone();
+    // Ready (and so reachable through the CDS Service) once every kind is listed: before
+    // that, a snapshot could miss objects not read yet.
+    let ready: admin::ReadyCheck = Arc::new(move || {
+        admin::ready_text(if synced.is_synced() {
+            Ok("ok\n".into())
+        } else {
+            Err("waiting for the first list of every watched kind\n".into())
+        })
     });
-    Ok(())
+    let app = admin::router(ready, Some(metrics)).route(
+        "/status",
+        get(move || {
+            let r = report.lock().map(|r| r.clone()).unwrap_or_default();
+            async move { axum::Json(r) }
+        }),
+    );
+    admin::spawn(addr, app, "operator admin")
+        .await
+        .map_err(|source| OperatorError::Admin { addr, source })
 }

@@ -5,7 +5,6 @@
 
 use std::fmt::Debug;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -73,7 +72,7 @@ where
                 Ok(Event::Apply(o)) => Change::Apply(lean(o)),
                 Ok(Event::Delete(o)) => Change::Delete(kind, key_for(&o)),
                 Err(e) => {
-                    metrics.watch_errors.fetch_add(1, Relaxed);
+                    metrics.watch_errors.inc();
                     tracing::warn!(?kind, error = %e, "watch failed; relisting after a backoff");
                     continue;
                 }

@@ -3,7 +3,6 @@
 //! render is written; renders that arrive while a write pass runs are folded into one.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -65,10 +64,8 @@ pub async fn run(
                 break;
             };
             let took = started.elapsed();
-            ctx.metrics.write_passes.fetch_add(1, Relaxed);
-            ctx.metrics
-                .write_micros
-                .fetch_add(took.as_micros() as u64, Relaxed);
+            ctx.metrics.write_passes.inc();
+            ctx.metrics.write_micros.inc_by(took.as_micros() as u64);
             if took > Duration::from_secs(1) {
                 tracing::info!(seconds = took.as_secs_f64(), ok, "slow write pass");
             }

@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::Ordering::Relaxed;
 
 use crate::io::batch::{Datagrams, Via};
 use crate::io::relay::RelayOpener;
@@ -72,7 +71,7 @@ pub(super) fn emit(
         Bytes::Slice(s) => s.get(range).is_some_and(|s| out.push_copy(s, via, dest)),
     };
     if !queued {
-        metrics.send_failures.fetch_add(1, Relaxed);
+        metrics.send_failures.inc();
     }
 }
 
@@ -95,8 +94,6 @@ pub(super) fn flush(
     };
     let flushed = out.flush(fd_of);
     if flushed.dropped > 0 {
-        metrics
-            .send_failures
-            .fetch_add(flushed.dropped as u64, Relaxed);
+        metrics.send_failures.inc_by(flushed.dropped as u64);
     }
 }

@@ -4,7 +4,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use mio::net::TcpListener;
@@ -65,7 +64,7 @@ impl Streams {
         };
         let was_empty = c.queued() == 0;
         if !c.queue(frame) {
-            metrics.streams.dropped_queue_full.fetch_add(1, Relaxed);
+            metrics.streams.dropped_queue_full.inc();
         } else if was_empty {
             self.dirty.push(slot);
         }
@@ -214,7 +213,7 @@ impl Worker {
                     Bytes::Slice(reply),
                     |_, bytes| {
                         if !c.queue(bytes) {
-                            metrics.streams.dropped_queue_full.fetch_add(1, Relaxed);
+                            metrics.streams.dropped_queue_full.inc();
                         }
                     },
                 );
