@@ -2,9 +2,7 @@
 //! dataplane. Pure functions of a snapshot and the time.
 
 use serde::Serialize;
-use turnpike_contract::config::{
-    AuthType, DataplaneConfig, ListenerConfig, Protocol, SERVED_PROTOCOLS,
-};
+use turnpike_contract::config::{AuthType, DataplaneConfig, ListenerConfig, Protocol};
 use turnpike_contract::credentials::rest_password;
 
 /// One `RTCIceServer`.
@@ -71,7 +69,6 @@ pub fn ice_server(
         .listeners
         .iter()
         .filter(|l| listener.is_none_or(|n| n == l.name))
-        .filter(|l| SERVED_PROTOCOLS.contains(&l.protocol))
         .filter_map(listener_uri)
         .collect();
     if urls.is_empty() {

@@ -6,9 +6,9 @@
 #![allow(unsafe_code)] // a counting global allocator needs it
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 

@@ -23,7 +23,10 @@ pub fn target_from_dir(dir: &Path, gateway: Option<&str>) -> Result<Target, Stri
     let cfg: &DataplaneConfig = match gateway {
         Some(g) => rendered
             .configs
-            .get(g)
+            .get(
+                &crate::objects::ObjectKey::parse(g)
+                    .ok_or_else(|| format!("{g:?} is not namespace/name"))?,
+            )
             .ok_or_else(|| format!("no rendered config for Gateway {g}"))?,
         None => rendered
             .configs

@@ -13,14 +13,14 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::objects::{Key, ObjectSet, key_string};
+use crate::objects::{ObjectKey, ObjectSet};
 use crate::render::{RenderContext, Rendered, ServingCertificates, resolve_params};
 
 #[derive(Debug, Default)]
 pub struct SecretRotation {
     /// Rotated-out secrets per GatewayConfig, with the unix time they stop being valid.
-    previous: BTreeMap<Key, Vec<(String, u64)>>,
-    current: BTreeMap<Key, String>,
+    previous: BTreeMap<ObjectKey, Vec<(String, u64)>>,
+    current: BTreeMap<ObjectKey, String>,
     certificates: ServingCertificates,
 }
 
@@ -90,7 +90,7 @@ impl SecretRotation {
         objects: &ObjectSet,
         ctx: &RenderContext,
         now_unix: u64,
-    ) -> BTreeMap<Key, Vec<String>> {
+    ) -> BTreeMap<ObjectKey, Vec<String>> {
         for class in objects.gateway_classes.values() {
             let Ok(p) = resolve_params(objects, class, ctx) else {
                 continue;
@@ -105,7 +105,7 @@ impl SecretRotation {
                     .entry(p.key.clone())
                     .or_default()
                     .push((old, now_unix + p.max_ttl_secs));
-                tracing::info!(config = %key_string(&p.key), "auth secret rotated; the previous one stays valid for maxTTL");
+                tracing::info!(config = %p.key.to_string(), "auth secret rotated; the previous one stays valid for maxTTL");
             }
         }
         // A deleted GatewayConfig's history goes with it.
@@ -129,7 +129,7 @@ impl SecretRotation {
 /// its value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ledger {
-    pub configs: BTreeMap<Key, LedgerEntry>,
+    pub configs: BTreeMap<ObjectKey, LedgerEntry>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,7 +158,7 @@ impl Ledger {
                 .filter(|(ns, name)| !ns.is_empty() && !name.is_empty())
                 .and_then(|(ns, name)| {
                     let entry = serde_json::from_slice::<LedgerEntry>(value).ok()?;
-                    Some(((ns.to_string(), name.to_string()), entry))
+                    Some((ObjectKey::new(ns, name), entry))
                 });
             match parsed {
                 Some((k, entry)) => {
@@ -174,9 +174,9 @@ impl Ledger {
     pub fn to_data(&self) -> BTreeMap<String, Vec<u8>> {
         self.configs
             .iter()
-            .map(|((ns, name), entry)| {
+            .map(|(k, entry)| {
                 let json = serde_json::to_vec(entry).unwrap_or_default();
-                (format!("{ns}.{name}"), json)
+                (format!("{}.{}", k.namespace, k.name), json)
             })
             .collect()
     }
@@ -226,8 +226,8 @@ stringData: {secret: SECRET}
         }
     }
 
-    fn key() -> Key {
-        ("sys".into(), "cfg".into())
+    fn key() -> ObjectKey {
+        ObjectKey::new("sys", "cfg")
     }
 
     #[test]

@@ -19,7 +19,7 @@ use turnpike_dataplane::runtime::{Dataplane, apply_cds_event};
 
 use crate::cds::{AUTH_SERVICE_CN, CdsServer, CertificateAuthority, dataplane_cn};
 
-use crate::objects::{Key, key_string};
+use crate::objects::ObjectKey;
 use crate::publish::{Publisher, Update};
 use crate::render::{RenderContext, Rendered, render};
 use crate::rotation::SecretRotation;
@@ -83,9 +83,9 @@ pub struct DataplaneReport {
     pub admin: String,
 }
 
-fn keyed<V: Serialize>(m: &BTreeMap<Key, V>) -> BTreeMap<String, serde_json::Value> {
+fn keyed<V: Serialize>(m: &BTreeMap<ObjectKey, V>) -> BTreeMap<String, serde_json::Value> {
     m.iter()
-        .map(|(k, v)| (key_string(k), serde_json::to_value(v).unwrap_or_default()))
+        .map(|(k, v)| (k.to_string(), serde_json::to_value(v).unwrap_or_default()))
         .collect()
 }
 
@@ -194,14 +194,14 @@ fn log_statuses(r: &Rendered) {
     for (k, st) in &r.status.gateways {
         for c in st.conditions.iter().flatten() {
             if c.status != "True" {
-                tracing::warn!(gateway = %key_string(k), condition = %c.type_, reason = %c.reason, message = %c.message, "gateway condition");
+                tracing::warn!(gateway = %k.to_string(), condition = %c.type_, reason = %c.reason, message = %c.message, "gateway condition");
             }
         }
         for l in st.listeners.iter().flatten() {
             for c in &l.conditions {
                 let bad = (c.type_ == "Conflicted") == (c.status == "True");
                 if bad {
-                    tracing::warn!(gateway = %key_string(k), listener = %l.name, condition = %c.type_, reason = %c.reason, message = %c.message, "listener condition");
+                    tracing::warn!(gateway = %k.to_string(), listener = %l.name, condition = %c.type_, reason = %c.reason, message = %c.message, "listener condition");
                 }
             }
         }
@@ -210,7 +210,7 @@ fn log_statuses(r: &Rendered) {
         for p in &st.parents {
             for c in &p.conditions {
                 if c.status != "True" {
-                    tracing::warn!(route = %key_string(k), parent = %p.parent_ref.name, condition = %c.type_, reason = %c.reason, message = %c.message, "route condition");
+                    tracing::warn!(route = %k.to_string(), parent = %p.parent_ref.name, condition = %c.type_, reason = %c.reason, message = %c.message, "route condition");
                 }
             }
         }
@@ -358,7 +358,7 @@ async fn reload(
     let rendered = render(&objects, &ctx);
     rotation.rendered(&rendered);
     log_statuses(&rendered);
-    let updates = publisher.update(&rendered.snapshots(), &rendered.held);
+    let updates = publisher.update(&rendered.snapshots(), &rendered.held_names());
     cds.publish(&updates);
     dataplanes.reconcile(&updates).await;
     if let Ok(mut r) = report.lock() {

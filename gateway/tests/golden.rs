@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{Value, json};
-use turnpike_gateway::objects::key_string;
 use turnpike_gateway::render::{RenderContext, Rendered, render};
 use turnpike_gateway::source::parse_set;
 
@@ -32,9 +31,9 @@ fn to_value(r: &Rendered) -> Value {
         "held": r.held,
         "status": {
             "gatewayClasses": r.status.gateway_classes,
-            "gatewayConfigs": keyed(r.status.gateway_configs.iter().map(|(k, v)| (key_string(k), serde_json::to_value(v).unwrap())).collect()),
-            "gateways": keyed(r.status.gateways.iter().map(|(k, v)| (key_string(k), serde_json::to_value(v).unwrap())).collect()),
-            "udpRoutes": keyed(r.status.udp_routes.iter().map(|(k, v)| (key_string(k), serde_json::to_value(v).unwrap())).collect()),
+            "gatewayConfigs": keyed(r.status.gateway_configs.iter().map(|(k, v)| (k.to_string(), serde_json::to_value(v).unwrap())).collect()),
+            "gateways": keyed(r.status.gateways.iter().map(|(k, v)| (k.to_string(), serde_json::to_value(v).unwrap())).collect()),
+            "udpRoutes": keyed(r.status.udp_routes.iter().map(|(k, v)| (k.to_string(), serde_json::to_value(v).unwrap())).collect()),
         },
         "managed": r.managed,
         "authService": r.auth,

@@ -24,7 +24,7 @@ use super::status::{Warning, plan, route_status};
 use super::writes::WriteRequest;
 use crate::cds::{AUTH_SERVICE_CN, CertificateAuthority, dataplane_cn};
 use crate::crd::GatewayConfig;
-use crate::objects::{Key, ObjectSet, key_string};
+use crate::objects::{ObjectKey, ObjectSet};
 use crate::render::{
     GATEWAY_LABEL, MANAGED_BY, MANAGED_BY_LABEL, Managed, Rendered, cds_secret_name,
 };
@@ -44,14 +44,10 @@ pub struct Context {
 
 /// Managed resources this replica applied, so an unchanged render sends nothing. Cleared
 /// now and then so drift (a hand edit) is put right.
-pub type Applied = BTreeMap<String, Managed>;
+pub type Applied = BTreeMap<ObjectKey, Managed>;
 
 fn apply_params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
-}
-
-fn split(name: &str) -> (&str, &str) {
-    name.split_once('/').unwrap_or(("default", name))
 }
 
 impl Context {
@@ -102,12 +98,12 @@ impl Context {
     /// written meanwhile. A conflict re-reads and recomputes.
     async fn write_route(
         &self,
-        key: &Key,
+        key: &ObjectKey,
         route: &UdpRoute,
         status: UdpRouteStatus,
         ours: Option<&UdpRouteStatus>,
     ) -> bool {
-        let api: Api<UdpRoute> = Api::namespaced(self.client.clone(), &key.0);
+        let api: Api<UdpRoute> = Api::namespaced(self.client.clone(), &key.namespace);
         let mut current = route.clone();
         let mut status = Some(status);
         for _ in 0..4 {
@@ -115,7 +111,7 @@ impl Context {
             current.status = Some(s);
             current.metadata.managed_fields = None;
             match api
-                .replace_status(&key.1, &PostParams::default(), &current)
+                .replace_status(&key.name, &PostParams::default(), &current)
                 .await
             {
                 Ok(_) => {
@@ -123,10 +119,10 @@ impl Context {
                     return true;
                 }
                 Err(kube::Error::Api(e)) if e.code == 409 => {
-                    let fresh = match api.get_status(&key.1).await {
+                    let fresh = match api.get_status(&key.name).await {
                         Ok(r) => r,
                         Err(e) => {
-                            self.failed(&format!("UDPRoute {} status", key_string(key)), &e);
+                            self.failed(&format!("UDPRoute {} status", key), &e);
                             return false;
                         }
                     };
@@ -139,7 +135,7 @@ impl Context {
                     current = fresh;
                 }
                 Err(e) => {
-                    self.failed(&format!("UDPRoute {} status", key_string(key)), &e);
+                    self.failed(&format!("UDPRoute {} status", key), &e);
                     return false;
                 }
             }
@@ -185,23 +181,23 @@ impl Context {
         }
     }
 
-    async fn delete_object<K>(&self, key: &Key) -> bool
+    async fn delete_object<K>(&self, key: &ObjectKey) -> bool
     where
         K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
             + Clone
             + DeserializeOwned
             + Debug,
     {
-        let api: Api<K> = Api::namespaced(self.client.clone(), &key.0);
-        match api.delete(&key.1, &DeleteParams::background()).await {
+        let api: Api<K> = Api::namespaced(self.client.clone(), &key.namespace);
+        match api.delete(&key.name, &DeleteParams::background()).await {
             Ok(_) => {
                 self.metrics.resource_writes.inc();
-                tracing::info!(kind = K::kind(&()).as_ref(), object = %key_string(key), "deleted: its Gateway is gone");
+                tracing::info!(kind = K::kind(&()).as_ref(), object = %key.to_string(), "deleted: its Gateway is gone");
                 true
             }
             Err(kube::Error::Api(e)) if e.code == 404 => true,
             Err(e) => {
-                self.failed(&format!("delete {} {}", K::kind(&()), key_string(key)), &e);
+                self.failed(&format!("delete {} {}", K::kind(&()), key), &e);
                 false
             }
         }
@@ -223,12 +219,16 @@ impl Context {
             ok &= self.apply_status(api, None, name, st).await;
         }
         for (k, st) in &plan.gateway_configs {
-            let api: Api<GatewayConfig> = Api::namespaced(self.client.clone(), &k.0);
-            ok &= self.apply_status(api, Some(&k.0), &k.1, st).await;
+            let api: Api<GatewayConfig> = Api::namespaced(self.client.clone(), &k.namespace);
+            ok &= self
+                .apply_status(api, Some(&k.namespace), &k.name, st)
+                .await;
         }
         for (k, st) in &plan.gateways {
-            let api: Api<Gateway> = Api::namespaced(self.client.clone(), &k.0);
-            ok &= self.apply_status(api, Some(&k.0), &k.1, st).await;
+            let api: Api<Gateway> = Api::namespaced(self.client.clone(), &k.namespace);
+            ok &= self
+                .apply_status(api, Some(&k.namespace), &k.name, st)
+                .await;
         }
         for (k, st) in &plan.udp_routes {
             if let Some(route) = objects.udp_routes.get(k) {
@@ -253,7 +253,7 @@ impl Context {
         identity: &str,
         owner: Option<OwnerReference>,
     ) -> bool {
-        let key = (ns.to_string(), name.to_string());
+        let key = ObjectKey::new(ns, name);
         if objects
             .secrets
             .get(&key)
@@ -265,7 +265,7 @@ impl Context {
             Ok(secret) => {
                 let done = self.apply_object::<Secret>(ns, &secret).await;
                 if done {
-                    tracing::info!(secret = %key_string(&key), %identity, "issued a CDS client certificate");
+                    tracing::info!(secret = %key, %identity, "issued a CDS client certificate");
                 }
                 done
             }
@@ -286,9 +286,8 @@ impl Context {
                 None,
             )
             .await;
-        for name in rendered.managed.keys() {
-            let (ns, gw) = split(name);
-            let owner = rendered.managed[name]
+        for gw in rendered.managed.keys() {
+            let owner = rendered.managed[gw]
                 .deployment
                 .metadata
                 .owner_references
@@ -297,9 +296,9 @@ impl Context {
             ok &= self
                 .ensure_client_secret(
                     objects,
-                    ns,
-                    &cds_secret_name(gw),
-                    &dataplane_cn(name),
+                    &gw.namespace,
+                    &cds_secret_name(&gw.name),
+                    &dataplane_cn(&gw.to_string()),
                     owner,
                 )
                 .await;
@@ -314,34 +313,30 @@ impl Context {
         applied: &mut Applied,
     ) -> bool {
         let mut ok = true;
-        for (name, m) in &rendered.managed {
-            let (ns, gw) = split(name);
-            let key = (ns.to_string(), gw.to_string());
-            let present =
-                objects.deployments.contains_key(&key) && objects.services.contains_key(&key);
-            if present && applied.get(name) == Some(m) {
+        for (gw, m) in &rendered.managed {
+            let present = objects.deployments.contains_key(gw) && objects.services.contains_key(gw);
+            if present && applied.get(gw) == Some(m) {
                 continue;
             }
-            let done = self.apply_object(ns, &m.deployment).await
-                && self.apply_object(ns, &m.service).await;
+            let done = self.apply_object(&gw.namespace, &m.deployment).await
+                && self.apply_object(&gw.namespace, &m.service).await;
             if done {
-                applied.insert(name.clone(), m.clone());
+                applied.insert(gw.clone(), m.clone());
             }
             ok &= done;
         }
         // A managed object whose Gateway is gone (or is no longer ours) goes too. Held
         // Gateways (a broken GatewayConfig) keep theirs.
-        let wanted = |labels: Option<&BTreeMap<String, String>>, k: &Key| {
+        let wanted = |labels: Option<&BTreeMap<String, String>>, k: &ObjectKey| {
             let ours = labels.is_some_and(|l| {
                 l.get(MANAGED_BY_LABEL).is_some_and(|v| v == MANAGED_BY)
                     && l.contains_key(GATEWAY_LABEL)
             });
-            let name = key_string(k);
-            !ours || rendered.managed.contains_key(&name) || rendered.held.contains(&name)
+            !ours || rendered.managed.contains_key(k) || rendered.held.contains(k)
         };
         for (k, d) in &objects.deployments {
             if !wanted(d.metadata.labels.as_ref(), k) {
-                applied.remove(&key_string(k));
+                applied.remove(k);
                 ok &= self.delete_object::<Deployment>(k).await;
             }
         }

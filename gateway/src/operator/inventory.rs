@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use kube::Resource;
 
-use crate::objects::{Key, ObjectSet, key_of};
+use crate::objects::{ObjectKey, ObjectSet, key_of};
 use crate::source::Object;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -48,7 +48,7 @@ pub enum Change {
     InitApply(Object),
     InitDone(Kind),
     Apply(Object),
-    Delete(Kind, Key),
+    Delete(Kind, ObjectKey),
 }
 
 impl Change {
@@ -69,7 +69,7 @@ impl Change {
                     m.resource_version.as_deref().unwrap_or("?")
                 )
             }
-            Change::Delete(k, key) => format!("deleted {k:?} {}/{}", key.0, key.1),
+            Change::Delete(k, key) => format!("deleted {k:?} {}/{}", key.namespace, key.name),
         }
     }
 }
@@ -107,11 +107,11 @@ pub fn kind_of(o: &Object) -> Kind {
 }
 
 /// The key an object is stored under (`("", name)` for a cluster-scoped GatewayClass).
-pub fn key_for<K: Resource>(o: &K) -> Key {
+pub fn key_for<K: Resource>(o: &K) -> ObjectKey {
     let m = o.meta();
     match &m.namespace {
         Some(_) => key_of(o),
-        None => (String::new(), m.name.clone().unwrap_or_default()),
+        None => ObjectKey::new("", m.name.clone().unwrap_or_default()),
     }
 }
 
@@ -155,9 +155,9 @@ fn upsert(set: &mut ObjectSet, o: Object) {
     }
 }
 
-fn remove(set: &mut ObjectSet, kind: Kind, k: &Key) -> bool {
+fn remove(set: &mut ObjectSet, kind: Kind, k: &ObjectKey) -> bool {
     match kind {
-        Kind::GatewayClass => set.gateway_classes.remove(&k.1).is_some(),
+        Kind::GatewayClass => set.gateway_classes.remove(&k.name).is_some(),
         Kind::GatewayConfig => set.gateway_configs.remove(k).is_some(),
         Kind::Gateway => set.gateways.remove(k).is_some(),
         Kind::UdpRoute => set.udp_routes.remove(k).is_some(),
@@ -167,7 +167,7 @@ fn remove(set: &mut ObjectSet, kind: Kind, k: &Key) -> bool {
         Kind::StaticService => set.static_services.remove(k).is_some(),
         Kind::Secret => set.secrets.remove(k).is_some(),
         Kind::Deployment => set.deployments.remove(k).is_some(),
-        Kind::Namespace => set.namespaces.remove(&k.1).is_some(),
+        Kind::Namespace => set.namespaces.remove(&k.name).is_some(),
     }
 }
 
@@ -277,10 +277,10 @@ mod tests {
         inv.apply(Change::InitApply(secret("b")));
         assert_eq!(inv.objects.secrets.len(), 2, "old state serves until done");
         inv.apply(Change::InitDone(Kind::Secret));
-        let names: Vec<_> = inv.objects.secrets.keys().map(|k| k.1.clone()).collect();
+        let names: Vec<_> = inv.objects.secrets.keys().map(|k| k.name.clone()).collect();
         assert_eq!(names, ["b"]);
-        assert!(inv.apply(Change::Delete(Kind::Secret, ("ns".into(), "b".into()))));
-        assert!(!inv.apply(Change::Delete(Kind::Secret, ("ns".into(), "b".into()))));
+        assert!(inv.apply(Change::Delete(Kind::Secret, ObjectKey::new("ns", "b"))));
+        assert!(!inv.apply(Change::Delete(Kind::Secret, ObjectKey::new("ns", "b"))));
         for k in Kind::ALL {
             inv.apply(Change::Init(k));
             inv.apply(Change::InitDone(k));

@@ -10,16 +10,14 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 
 use super::certs::managed_secret_meta;
-use crate::objects::ObjectSet;
+use crate::objects::{ObjectKey, ObjectSet};
 use crate::rotation::Ledger;
 
 pub const LEDGER_SECRET: &str = "turnpike-auth-rotation";
 
 /// The ledger stored in `ns`, if there is one.
 pub fn stored(objects: &ObjectSet, ns: &str) -> Option<Ledger> {
-    let s = objects
-        .secrets
-        .get(&(ns.to_string(), LEDGER_SECRET.to_string()))?;
+    let s = objects.secrets.get(&ObjectKey::new(ns, LEDGER_SECRET))?;
     let data = s.data.as_ref()?;
     Some(Ledger::from_data(
         data.iter().map(|(k, v)| (k, v.0.as_slice())),
@@ -64,7 +62,7 @@ mod tests {
             }],
         };
         Ledger {
-            configs: BTreeMap::from([(("sys".into(), "cfg".into()), entry)]),
+            configs: BTreeMap::from([(ObjectKey::new("sys", "cfg"), entry)]),
         }
     }
 
@@ -76,7 +74,7 @@ mod tests {
         assert_eq!(secret.metadata.name.as_deref(), Some(LEDGER_SECRET));
         objects
             .secrets
-            .insert(("sys".into(), LEDGER_SECRET.into()), secret);
+            .insert(ObjectKey::new("sys", LEDGER_SECRET), secret);
         assert_eq!(stored(&objects, "sys"), Some(ledger("new")));
         assert!(to_write(&objects, "sys", &ledger("new")).is_none());
         assert!(to_write(&objects, "sys", &ledger("newer")).is_some());

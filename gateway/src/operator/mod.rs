@@ -299,7 +299,9 @@ impl Reconciler<'_> {
         metrics
             .render_micros
             .inc_by(started.elapsed().as_micros() as u64);
-        let updates = self.publisher.update(&rendered.snapshots(), &rendered.held);
+        let updates = self
+            .publisher
+            .update(&rendered.snapshots(), &rendered.held_names());
         metrics.published_generations.inc_by(updates.len() as u64);
         self.cds.publish(&updates);
         tracing::debug!(
@@ -337,7 +339,7 @@ impl Reconciler<'_> {
             .iter()
             .map(|(k, s)| (k.clone(), s.config.generation))
             .collect();
-        r.held = rendered.held.iter().cloned().collect();
+        r.held = rendered.held.iter().map(ToString::to_string).collect();
     }
 }
 

@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Resource;
 
 use crate::crd::{CONTROLLER_NAME, GatewayConfigStatus};
-use crate::objects::{Key, ObjectSet};
+use crate::objects::{ObjectKey, ObjectSet};
 use crate::render::{Statuses, reason};
 
 /// A Warning Event to record on an object.
@@ -27,10 +27,10 @@ pub struct Warning {
 #[derive(Debug, Default)]
 pub struct StatusPlan {
     pub gateway_classes: Vec<(String, GatewayClassStatus)>,
-    pub gateway_configs: Vec<(Key, GatewayConfigStatus)>,
-    pub gateways: Vec<(Key, GatewayStatus)>,
+    pub gateway_configs: Vec<(ObjectKey, GatewayConfigStatus)>,
+    pub gateways: Vec<(ObjectKey, GatewayStatus)>,
     /// The whole new status (other controllers' entries included).
-    pub udp_routes: Vec<(Key, UdpRouteStatus)>,
+    pub udp_routes: Vec<(ObjectKey, UdpRouteStatus)>,
     pub warnings: Vec<Warning>,
 }
 

@@ -35,13 +35,57 @@ pub struct Stamp {
 }
 
 impl Stamp {
-    pub fn cond(
-        &self,
-        type_: &str,
-        ok: bool,
-        reason: &str,
-        message: impl Into<String>,
-    ) -> Condition {
+    /// `Accepted` True.
+    pub fn accepted(&self, message: impl Into<String>) -> Condition {
+        self.cond(reason::ACCEPTED, true, reason::ACCEPTED, message)
+    }
+
+    /// `Accepted` True with another reason (`ListenersNotValid`: some listeners are not).
+    pub fn accepted_because(&self, why: &str, message: impl Into<String>) -> Condition {
+        self.cond(reason::ACCEPTED, true, why, message)
+    }
+
+    /// `Accepted` False.
+    pub fn rejected(&self, why: &str, message: impl Into<String>) -> Condition {
+        self.cond(reason::ACCEPTED, false, why, message)
+    }
+
+    /// `Programmed` True.
+    pub fn programmed(&self, message: impl Into<String>) -> Condition {
+        self.cond(reason::PROGRAMMED, true, reason::PROGRAMMED, message)
+    }
+
+    /// `Programmed` False.
+    pub fn not_programmed(&self, why: &str, message: impl Into<String>) -> Condition {
+        self.cond(reason::PROGRAMMED, false, why, message)
+    }
+
+    /// `ResolvedRefs` True.
+    pub fn resolved(&self, message: impl Into<String>) -> Condition {
+        self.cond(reason::RESOLVED_REFS, true, reason::RESOLVED_REFS, message)
+    }
+
+    /// `ResolvedRefs` False.
+    pub fn unresolved(&self, why: &str, message: impl Into<String>) -> Condition {
+        self.cond(reason::RESOLVED_REFS, false, why, message)
+    }
+
+    /// `Conflicted` False.
+    pub fn no_conflicts(&self) -> Condition {
+        self.cond(
+            reason::CONFLICTED,
+            false,
+            reason::NO_CONFLICTS,
+            "no conflicts",
+        )
+    }
+
+    /// `Conflicted` True.
+    pub fn conflicted(&self, message: impl Into<String>) -> Condition {
+        self.cond(reason::CONFLICTED, true, reason::PROTOCOL_CONFLICT, message)
+    }
+
+    fn cond(&self, type_: &str, ok: bool, reason: &str, message: impl Into<String>) -> Condition {
         Condition {
             type_: type_.to_string(),
             status: if ok { "True" } else { "False" }.to_string(),

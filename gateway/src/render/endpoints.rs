@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use turnpike_contract::config::EndpointSpec;
 
 use crate::crd::GROUP;
-use crate::objects::ObjectSet;
+use crate::objects::{ObjectKey, ObjectSet};
 
 use super::conditions::reason;
 
@@ -39,7 +39,8 @@ pub struct SliceIndex<'a> {
 impl<'a> SliceIndex<'a> {
     pub fn new(objects: &'a ObjectSet) -> Self {
         let mut by_service: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
-        for ((ns, _), slice) in &objects.endpoint_slices {
+        for (k, slice) in &objects.endpoint_slices {
+            let ns = &k.namespace;
             if let Some(svc) = slice
                 .metadata
                 .labels
@@ -78,7 +79,7 @@ pub fn resolve(
     }
     match (group, kind) {
         ("", "Service") => {
-            let Some(svc) = objects.services.get(&(ns.to_string(), name.clone())) else {
+            let Some(svc) = objects.services.get(&ObjectKey::new(ns, name.as_str())) else {
                 return Err(unresolved(
                     reason::BACKEND_NOT_FOUND,
                     format!("Service {ns}/{name} not found"),
@@ -93,7 +94,10 @@ pub fn resolve(
             service_endpoints(slices, ns, name, svc, port)
         }
         (GROUP, "StaticService") => {
-            let Some(s) = objects.static_services.get(&(ns.to_string(), name.clone())) else {
+            let Some(s) = objects
+                .static_services
+                .get(&ObjectKey::new(ns, name.as_str()))
+            else {
                 return Err(unresolved(
                     reason::BACKEND_NOT_FOUND,
                     format!("StaticService {ns}/{name} not found"),
@@ -220,7 +224,7 @@ pub fn reference_granted(
     objects
         .reference_grants
         .iter()
-        .filter(|((ns, _), _)| ns == to_ns)
+        .filter(|(k, _)| k.namespace == to_ns)
         .any(|(_, g)| {
             let from_ok = g.spec.from.iter().any(|f| {
                 f.group == GATEWAY_GROUP && f.kind == "UDPRoute" && f.namespace == from_ns
@@ -237,7 +241,7 @@ pub fn secret_granted(objects: &ObjectSet, from_ns: &str, to_ns: &str, name: &st
     objects
         .reference_grants
         .iter()
-        .filter(|((ns, _), _)| ns == to_ns)
+        .filter(|(k, _)| k.namespace == to_ns)
         .any(|(_, g)| {
             g.spec
                 .from

@@ -5,7 +5,7 @@ use turnpike_contract::cds::{AuthServiceConfig, JwtConfig};
 use turnpike_contract::config::{AuthConfig, AuthType as DpAuthType, LimitsConfig, StaticUser};
 
 use crate::crd::{AuthType, GROUP, GatewayConfig, GatewayConfigSpec, parse_duration};
-use crate::objects::{Key, ObjectSet, key_string};
+use crate::objects::{ObjectKey, ObjectSet};
 
 use super::RenderContext;
 
@@ -16,10 +16,44 @@ const DEFAULT_MAX_TTL: u64 = 86_400;
 /// Long calls keep relaying while a pod drains.
 const DEFAULT_DRAIN_TIMEOUT: u64 = 3570;
 
+/// Why a GatewayClass's parameters do not resolve; shown in its `Accepted` condition and
+/// the Gateways' (the text is what operators read).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParamsError {
+    #[error("spec.parametersRef must name a turnpike.dev GatewayConfig")]
+    NoParametersRef,
+    #[error("spec.parametersRef must be group {GROUP} kind GatewayConfig, not {group}/{kind}")]
+    WrongParametersRef { group: String, kind: String },
+    #[error("spec.parametersRef.namespace is required (GatewayConfig is namespaced)")]
+    NoNamespace,
+    #[error("GatewayConfig {0} not found")]
+    NotFound(ObjectKey),
+    #[error("GatewayConfig {config}: {problem}")]
+    Invalid {
+        config: ObjectKey,
+        problem: FieldProblem,
+    },
+}
+
+/// One problem in a GatewayConfig, at its field path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldProblem {
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn problem(field: &'static str, message: impl Into<String>) -> FieldProblem {
+    FieldProblem {
+        field,
+        message: message.into(),
+    }
+}
+
 /// A GatewayConfig turned into what dataplanes and the auth service need.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResolvedParams {
-    pub key: Key,
+    pub key: ObjectKey,
     pub spec: GatewayConfigSpec,
     pub realm: String,
     pub auth: AuthConfig,
@@ -31,35 +65,44 @@ pub struct ResolvedParams {
     pub drain_timeout_secs: u64,
 }
 
-fn duration_or(field: &str, v: &Option<String>, default: u64) -> Result<u64, String> {
+fn duration_or(field: &'static str, v: &Option<String>, default: u64) -> Result<u64, FieldProblem> {
     match v {
         None => Ok(default),
-        Some(s) => parse_duration(s).map_err(|e| format!("{field}: {e}")),
+        Some(s) => parse_duration(s).map_err(|e| problem(field, e.to_string())),
     }
 }
 
 /// Checks a GatewayConfig on its own: durations, limits, and its Secret.
-pub fn check_config(objects: &ObjectSet, key: &Key, gc: &GatewayConfig) -> Result<(), String> {
+pub fn check_config(
+    objects: &ObjectSet,
+    key: &ObjectKey,
+    gc: &GatewayConfig,
+) -> Result<(), FieldProblem> {
     resolve_config(objects, key, gc, &[]).map(|_| ())
 }
 
-fn seconds_u32(field: &str, value: &Option<String>, default: u32) -> Result<u32, String> {
+fn seconds_u32(
+    field: &'static str,
+    value: &Option<String>,
+    default: u32,
+) -> Result<u32, FieldProblem> {
     u32::try_from(duration_or(field, value, u64::from(default))?)
-        .map_err(|_| format!("{field}: too long"))
+        .map_err(|_| problem(field, "too long"))
 }
 
 fn resolve_config(
     objects: &ObjectSet,
-    key: &Key,
+    key: &ObjectKey,
     gc: &GatewayConfig,
     previous: &[String],
-) -> Result<ResolvedParams, String> {
+) -> Result<ResolvedParams, FieldProblem> {
     let spec = &gc.spec;
     let ttl_secs = duration_or("spec.auth.ttl", &spec.auth.ttl, DEFAULT_TTL)?;
     let max_ttl_secs = duration_or("spec.auth.maxTTL", &spec.auth.max_ttl, DEFAULT_MAX_TTL)?;
     if ttl_secs > max_ttl_secs {
-        return Err(format!(
-            "spec.auth.ttl ({ttl_secs}s) is longer than spec.auth.maxTTL ({max_ttl_secs}s)"
+        return Err(problem(
+            "spec.auth.ttl",
+            format!("{ttl_secs}s is longer than spec.auth.maxTTL ({max_ttl_secs}s)"),
         ));
     }
     let defaults = LimitsConfig::default();
@@ -98,29 +141,32 @@ fn resolve_config(
         limits.max_connection_rate_per_ip,
     ];
     if counts.contains(&0) {
-        return Err("spec.limits: limits must be at least 1".into());
+        return Err(problem("spec.limits", "limits must be at least 1"));
     }
     for (field, v) in [
         ("spec.limits.handshakeTimeout", limits.handshake_timeout),
         ("spec.limits.idleTimeout", limits.idle_timeout),
     ] {
         if !(1..=3600).contains(&v) {
-            return Err(format!("{field}: must be 1s to 1h"));
+            return Err(problem(field, "must be 1s to 1h"));
         }
     }
     if limits.max_lifetime < 60 {
-        return Err("spec.limits.maxLifetime: must be at least 60s".into());
+        return Err(problem("spec.limits.maxLifetime", "must be at least 60s"));
     }
     let secret = &spec.auth.secret_ref;
-    let secret_name = format!("{}/{}", key.0, secret.name);
+    let secret_name = format!("{}/{}", key.namespace, secret.name);
     let auth = match spec.auth.kind {
         AuthType::Ephemeral => {
             let k = secret.key.as_deref().unwrap_or(DEFAULT_SECRET_KEY);
             let value = objects
-                .secret_value(&key.0, &secret.name, k)
+                .secret_value(&key.namespace, &secret.name, k)
                 .filter(|v| !v.is_empty())
                 .ok_or_else(|| {
-                    format!("spec.auth.secretRef: Secret {secret_name} has no non-empty key {k:?}")
+                    problem(
+                        "spec.auth.secretRef",
+                        format!("Secret {secret_name} has no non-empty key {k:?}"),
+                    )
                 })?;
             AuthConfig {
                 kind: DpAuthType::Ephemeral,
@@ -131,11 +177,17 @@ fn resolve_config(
         }
         AuthType::Static => {
             let entries = objects
-                .secret_entries(&key.0, &secret.name)
-                .ok_or_else(|| format!("spec.auth.secretRef: Secret {secret_name} not found"))?;
+                .secret_entries(&key.namespace, &secret.name)
+                .ok_or_else(|| {
+                    problem(
+                        "spec.auth.secretRef",
+                        format!("Secret {secret_name} not found"),
+                    )
+                })?;
             if entries.is_empty() {
-                return Err(format!(
-                    "spec.auth.secretRef: Secret {secret_name} holds no users"
+                return Err(problem(
+                    "spec.auth.secretRef",
+                    format!("Secret {secret_name} holds no users"),
                 ));
             }
             AuthConfig {
@@ -176,48 +228,51 @@ pub fn resolve_params(
     objects: &ObjectSet,
     class: &GatewayClass,
     ctx: &RenderContext,
-) -> Result<ResolvedParams, String> {
+) -> Result<ResolvedParams, ParamsError> {
     let Some(p) = &class.spec.parameters_ref else {
-        return Err("spec.parametersRef must name a turnpike.dev GatewayConfig".into());
+        return Err(ParamsError::NoParametersRef);
     };
     if p.group != GROUP || p.kind != "GatewayConfig" {
-        return Err(format!(
-            "spec.parametersRef must be group {GROUP} kind GatewayConfig, not {}/{}",
-            p.group, p.kind
-        ));
+        return Err(ParamsError::WrongParametersRef {
+            group: p.group.clone(),
+            kind: p.kind.clone(),
+        });
     }
     let Some(ns) = &p.namespace else {
-        return Err(
-            "spec.parametersRef.namespace is required (GatewayConfig is namespaced)".into(),
-        );
+        return Err(ParamsError::NoNamespace);
     };
-    let key = (ns.clone(), p.name.clone());
+    let key = ObjectKey::new(ns.as_str(), p.name.as_str());
     let Some(gc) = objects.gateway_configs.get(&key) else {
-        return Err(format!("GatewayConfig {} not found", key_string(&key)));
+        return Err(ParamsError::NotFound(key));
     };
     let previous = ctx.previous_secrets.get(&key).cloned().unwrap_or_default();
-    resolve_config(objects, &key, gc, &previous)
-        .map_err(|e| format!("GatewayConfig {}: {e}", key_string(&key)))
+    resolve_config(objects, &key, gc, &previous).map_err(|problem| ParamsError::Invalid {
+        config: key,
+        problem,
+    })
 }
 
 /// The auth service's settings: credential lifetimes and how callers authenticate.
 fn auth_service_config(
     objects: &ObjectSet,
-    key: &Key,
+    key: &ObjectKey,
     spec: &GatewayConfigSpec,
     ttl: u64,
     max_ttl: u64,
-) -> Result<AuthServiceConfig, String> {
+) -> Result<AuthServiceConfig, FieldProblem> {
     let svc = spec.auth_service.clone().unwrap_or_default();
-    let secret = |field: &str, r: &crate::crd::SecretKeyRef| {
+    let secret = |field: &'static str, r: &crate::crd::SecretKeyRef| {
         let k = r.key.as_deref().unwrap_or("key");
         objects
-            .secret_value(&key.0, &r.name, k)
+            .secret_value(&key.namespace, &r.name, k)
             .filter(|v| !v.is_empty())
             .ok_or_else(|| {
-                format!(
-                    "{field}: Secret {}/{} has no non-empty key {k:?}",
-                    key.0, r.name
+                problem(
+                    field,
+                    format!(
+                        "Secret {}/{} has no non-empty key {k:?}",
+                        key.namespace, r.name
+                    ),
                 )
             })
     };
@@ -236,16 +291,22 @@ fn auth_service_config(
                 .transpose()?;
             match (&hmac_secret, &public_key_pem) {
                 (None, None) => {
-                    return Err("spec.authService.jwt: needs hmacSecretRef or publicKeyRef".into());
+                    return Err(problem(
+                        "spec.authService.jwt",
+                        "needs hmacSecretRef or publicKeyRef",
+                    ));
                 }
                 (Some(_), Some(_)) => {
-                    return Err(
-                        "spec.authService.jwt: hmacSecretRef and publicKeyRef exclude each other"
-                            .into(),
-                    );
+                    return Err(problem(
+                        "spec.authService.jwt",
+                        "hmacSecretRef and publicKeyRef exclude each other",
+                    ));
                 }
                 (None, Some(pem)) if !pem.contains("BEGIN PUBLIC KEY") => {
-                    return Err("spec.authService.jwt.publicKeyRef: not a PEM public key".into());
+                    return Err(problem(
+                        "spec.authService.jwt.publicKeyRef",
+                        "not a PEM public key",
+                    ));
                 }
                 _ => {}
             }
@@ -258,7 +319,10 @@ fn auth_service_config(
         }
     };
     if jwt.is_none() && !svc.allow_anonymous && spec.auth_service.is_some() {
-        return Err("spec.authService: set jwt, or allowAnonymous: true".into());
+        return Err(problem(
+            "spec.authService",
+            "set jwt, or allowAnonymous: true",
+        ));
     }
     Ok(AuthServiceConfig {
         ttl,

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::crd::{GatewayConfig, StaticService};
-use crate::objects::{ObjectSet, key_of, key_string};
+use crate::objects::{ObjectSet, key_of};
 
 /// One problem in one document of one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,13 +160,13 @@ impl ObjectSet {
     /// Adds an object; `Err` names the kind and key when it is already present.
     pub fn insert(&mut self, o: Object) -> Result<(), String> {
         fn put<V: Resource>(
-            map: &mut std::collections::BTreeMap<crate::objects::Key, V>,
+            map: &mut std::collections::BTreeMap<crate::objects::ObjectKey, V>,
             kind: &str,
             v: V,
         ) -> Result<(), String> {
             let k = key_of(&v);
             if map.contains_key(&k) {
-                return Err(format!("{kind} {} is defined twice", key_string(&k)));
+                return Err(format!("{kind} {} is defined twice", k));
             }
             map.insert(k, v);
             Ok(())

@@ -19,12 +19,6 @@ pub use validate::ValidConfig;
 
 pub const VERSION: &str = "v1alpha1";
 
-/// Listener protocols this dataplane version serves. Others are accepted in configs (so
-/// nothing changes when support lands) but not bound, reported as not programmed, and left
-/// out of ICE configurations.
-pub const SERVED_PROTOCOLS: &[Protocol] =
-    &[Protocol::TurnUdp, Protocol::TurnTcp, Protocol::TurnTls];
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DataplaneConfig {
