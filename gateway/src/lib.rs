@@ -6,6 +6,7 @@
 
 pub mod cds;
 pub mod crd;
+pub mod duration;
 pub mod echo;
 pub mod manifests;
 pub mod objects;

@@ -91,7 +91,7 @@ struct OperatorArgs {
     #[arg(long, env = "TURNPIKE_ADMIN_ADDRESS", default_value = "0.0.0.0:8081")]
     admin: SocketAddr,
     /// How long a leader that stopped renewing keeps the Lease (e.g. 15s).
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, default_value = "15s", value_parser = turnpike_gateway::duration::parse)]
     lease_duration: Duration,
 }
 
@@ -203,7 +203,7 @@ struct ProbeArgs {
     #[arg(long, default_value_t = 10)]
     count: usize,
     /// Pause between messages (e.g. 50ms: a 20 s probe with --count 400).
-    #[arg(long, default_value = "0ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "0ms", value_parser = turnpike_gateway::duration::parse)]
     interval: Duration,
     /// Use Send indications instead of a channel.
     #[arg(long)]
@@ -268,28 +268,8 @@ struct DataplaneArgs {
     #[arg(long, default_value = "127.0.0.1:8086", env = "TURNPIKE_ADMIN_ADDRESS")]
     admin: SocketAddr,
     /// After SIGTERM, how long existing allocations may keep relaying (e.g. 30s, 5m).
-    #[arg(long, default_value = "60s", value_parser = parse_duration, env = "TURNPIKE_DRAIN_TIMEOUT")]
+    #[arg(long, default_value = "60s", value_parser = turnpike_gateway::duration::parse, env = "TURNPIKE_DRAIN_TIMEOUT")]
     drain_timeout: Duration,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map(|i| s.split_at(i))
-        .unwrap_or((s, "s"));
-    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-    let secs = match unit {
-        "ms" => return Ok(Duration::from_millis(n)),
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        _ => {
-            return Err(format!(
-                "invalid duration unit in {s:?} (use ms, s, m or h)"
-            ));
-        }
-    };
-    Ok(Duration::from_secs(secs))
 }
 
 fn init_tracing(format: LogFormat) {
@@ -331,7 +311,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Status(a) => {
             let body = rt
-                .block_on(http_get(a.admin, "/status"))
+                .block_on(turnpike_gateway::status_cmd::fetch(a.admin, "/status"))
                 .with_context(|| format!("is `turnpike run` running with --admin {}?", a.admin))?;
             if a.json {
                 println!("{body}");
@@ -427,17 +407,7 @@ fn operator_options(a: OperatorArgs) -> turnpike_gateway::operator::OperatorOpti
         format!("{host}-{}", std::process::id())
     });
     let service = "turnpike-cds";
-    let mut names = vec![
-        service.to_string(),
-        format!("{service}.{ns}"),
-        format!("{service}.{ns}.svc"),
-        format!("{service}.{ns}.svc.cluster.local"),
-        "localhost".into(),
-        "127.0.0.1".into(),
-    ];
-    if !a.cds_listen.ip().is_unspecified() {
-        names.push(a.cds_listen.ip().to_string());
-    }
+    let names = turnpike_gateway::operator::cds_server_names(service, &ns, a.cds_listen);
     turnpike_gateway::operator::OperatorOptions {
         kubeconfig: a.kubeconfig,
         cds_address: a.cds_address.unwrap_or_else(|| {
@@ -456,27 +426,6 @@ fn operator_options(a: OperatorArgs) -> turnpike_gateway::operator::OperatorOpti
         lease_name: "turnpike-operator".into(),
         lease_duration: a.lease_duration,
     }
-}
-
-/// A minimal HTTP/1.1 GET for the local admin endpoints.
-async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).await?;
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .context("malformed HTTP response")?;
-    anyhow::ensure!(
-        head.starts_with("HTTP/1.1 200"),
-        "{}",
-        head.lines().next().unwrap_or("")
-    );
-    Ok(body.to_string())
 }
 
 fn probe(a: ProbeArgs) -> anyhow::Result<()> {
@@ -512,27 +461,7 @@ fn probe(a: ProbeArgs) -> anyhow::Result<()> {
     println!("TURN server {} as {}", target.server, target.username);
     let r =
         probe::probe(&target, peer, a.count, a.interval, !a.indications).context("probe failed")?;
-    let mut rtts = r.rtts.clone();
-    rtts.sort();
-    let pct = |q: f64| {
-        rtts.get(((rtts.len() as f64 - 1.0) * q).round() as usize)
-            .copied()
-            .unwrap_or_default()
-    };
-    println!("relayed address {}", r.relayed);
-    println!(
-        "echoed {}/{} through {} via {}: rtt p50 {:?}, max {:?}",
-        r.received,
-        r.sent,
-        peer,
-        if a.indications {
-            "Send indications"
-        } else {
-            "a channel"
-        },
-        pct(0.5),
-        pct(1.0)
-    );
+    print!("{}", r.summary(peer, !a.indications));
     anyhow::ensure!(
         r.received == r.sent,
         "{} of {} messages lost",

@@ -92,6 +92,34 @@ pub struct ProbeReport {
     pub rtts: Vec<Duration>,
 }
 
+impl ProbeReport {
+    /// The round-trip time below which a share `q` of the echoes came back.
+    pub fn percentile(&self, q: f64) -> Duration {
+        let mut rtts = self.rtts.clone();
+        rtts.sort();
+        rtts.get(((rtts.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The lines `turnpike probe` prints.
+    pub fn summary(&self, peer: SocketAddr, use_channel: bool) -> String {
+        let via = if use_channel {
+            "a channel"
+        } else {
+            "Send indications"
+        };
+        format!(
+            "relayed address {}\nechoed {}/{} through {peer} via {via}: rtt p50 {:?}, max {:?}\n",
+            self.relayed,
+            self.received,
+            self.sent,
+            self.percentile(0.5),
+            self.percentile(1.0)
+        )
+    }
+}
+
 /// Allocates on `target.server`, permits `peer`, sends `count` messages over a channel (or
 /// Send indications) `interval` apart, waits for each echo, then deletes the allocation.
 pub fn probe(

@@ -2,8 +2,36 @@
 //! `turnpike run` (its control-plane admin `/status`).
 
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 
 use serde_json::Value;
+
+/// Why `/status` could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("malformed HTTP response")]
+    Malformed,
+    #[error("{0}")]
+    Status(String),
+}
+
+/// GETs `path` from a local admin endpoint (HTTP/1.1, no TLS: admin ports are local) and
+/// returns the body of a 200 answer.
+pub async fn fetch(addr: SocketAddr, path: &str) -> Result<String, FetchError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).await?;
+    let (head, body) = text.split_once("\r\n\r\n").ok_or(FetchError::Malformed)?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(FetchError::Status(head.lines().next().unwrap_or("").into()));
+    }
+    Ok(body.to_string())
+}
 
 /// Renders the `/status` JSON of the control plane for a person.
 pub fn format_report(report: &Value) -> String {

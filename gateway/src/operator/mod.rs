@@ -84,6 +84,23 @@ pub struct OperatorOptions {
     pub lease_duration: Duration,
 }
 
+/// The names the CDS server certificate carries: the CDS Service's in-cluster names, the
+/// loopback names for a port-forward, and the listen address when it is specific.
+pub fn cds_server_names(service: &str, namespace: &str, listen: SocketAddr) -> Vec<String> {
+    let mut names = vec![
+        service.to_string(),
+        format!("{service}.{namespace}"),
+        format!("{service}.{namespace}.svc"),
+        format!("{service}.{namespace}.svc.cluster.local"),
+        "localhost".into(),
+        "127.0.0.1".into(),
+    ];
+    if !listen.ip().is_unspecified() {
+        names.push(listen.ip().to_string());
+    }
+    names
+}
+
 /// How long changes are gathered before a render (a `kubectl apply` of many objects is one
 /// render, not dozens).
 const DEBOUNCE: Duration = Duration::from_millis(50);

@@ -4,7 +4,8 @@ use gateway_api::gatewayclasses::GatewayClass;
 use turnpike_contract::cds::{AuthServiceConfig, JwtConfig};
 use turnpike_contract::config::{AuthConfig, AuthType as DpAuthType, LimitsConfig, StaticUser};
 
-use crate::crd::{AuthType, GROUP, GatewayConfig, GatewayConfigSpec, parse_duration};
+use crate::crd::{AuthType, GROUP, GatewayConfig, GatewayConfigSpec};
+use crate::duration;
 use crate::objects::{ObjectKey, ObjectSet};
 
 use super::RenderContext;
@@ -68,7 +69,7 @@ pub struct ResolvedParams {
 fn duration_or(field: &'static str, v: &Option<String>, default: u64) -> Result<u64, FieldProblem> {
     match v {
         None => Ok(default),
-        Some(s) => parse_duration(s).map_err(|e| problem(field, e.to_string())),
+        Some(s) => duration::seconds(s).map_err(|e| problem(field, e)),
     }
 }
 
