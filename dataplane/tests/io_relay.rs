@@ -17,14 +17,6 @@ use turnpike_dataplane::runtime::Dataplane;
 
 const SECRET: &str = "io-secret";
 
-fn free_port(host: &str) -> u16 {
-    UdpSocket::bind((host, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start(listen: &str, port: u16, endpoints: &[String]) -> Dataplane {
     let eps: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
     let yaml = format!(
@@ -100,7 +92,7 @@ fn unix_now() -> u64 {
 
 #[test]
 fn even_port_reservation_with_real_sockets() {
-    let port = free_port("127.0.0.1");
+    let port = common::ports::free_udp_port();
     let server: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let dp = start("127.0.0.1", port, &["127.0.0.1".into()]);
     let mut a = UdpClient::new("127.0.0.1", server, "a");
@@ -135,7 +127,7 @@ fn ipv6_relay_with_send_and_data_indications() {
     if UdpSocket::bind("[::1]:0").is_err() {
         panic!("this machine has no IPv6 loopback; the dataplane's IPv6 path cannot be tested");
     }
-    let port = free_port("::1");
+    let port = common::ports::free_udp_port();
     let server: SocketAddr = format!("[::1]:{port}").parse().unwrap();
     let echo = UdpSocket::bind("[::1]:0").unwrap();
     let echo_addr = echo.local_addr().unwrap();

@@ -17,7 +17,7 @@ use serde_json::Value;
 use turnpike_tests::cluster::{IMAGE, NodeCluster, is_terminating, pod_ip, process_privileges};
 use turnpike_tests::k8s::{condition, wait_for};
 use turnpike_tests::standalone::tls_secret_yaml;
-use turnpike_tests::{TestCa, output_text, rest_credentials, turnpike_bin, uclient_in};
+use turnpike_tests::{Aioice, TestCa, Uclient, output_text, rest_credentials, turnpike_bin};
 
 const LB: &str = "198.18.253.10";
 const LB_TLS: &str = "198.18.253.11";
@@ -282,12 +282,16 @@ fn runs_unprivileged(c: &NodeCluster) {
 
 fn relays_from_the_internet(c: &NodeCluster, secret: &str, echo: &str) {
     let (ip, port) = echo.split_once(':').unwrap();
+    let port: u16 = port.parse().unwrap();
     for transport in [&[][..], &["-t"][..]] {
-        let mut args = vec!["-W", secret, "-e", ip, "-r", port, "-m", "10", "-n", "200"];
-        args.extend_from_slice(&["-l", "160", "-z", "5", "-c", "-X"]);
-        args.extend_from_slice(transport);
-        args.push(LB);
-        let r = uclient_in(Some(&c.inet_ns), &args);
+        let r = Uclient::new(LB, ip, port)
+            .rest_secret(secret)
+            .clients(10)
+            .messages(200)
+            .pace_ms(5)
+            .args(transport)
+            .in_netns(&c.inet_ns)
+            .run();
         assert_eq!(
             r.lost,
             Some(0),
@@ -296,20 +300,10 @@ fn relays_from_the_internet(c: &NodeCluster, secret: &str, echo: &str) {
         );
     }
     let (user, pass) = rest_credentials(secret, "aioice", 600);
-    let (ok, out) = turnpike_tests::python_script_in(
-        Some(&c.inet_ns),
-        "aioice_echo.py",
-        &[
-            "--server",
-            &format!("{LB}:3478"),
-            "--username",
-            &user,
-            "--password",
-            &pass,
-            "--peer",
-            echo,
-        ],
-    );
+    let (ok, out) = Aioice::new(format!("{LB}:3478"), &user, &pass)
+        .peer(echo)
+        .in_netns(&c.inet_ns)
+        .run();
     assert!(ok, "aioice through the load balancer: {out}");
 
     // What an application server does: /ice-config from the auth service's Service, then
@@ -348,12 +342,13 @@ fn relays_from_the_internet(c: &NodeCluster, secret: &str, echo: &str) {
         server["username"].as_str().unwrap(),
         server["credential"].as_str().unwrap(),
     );
-    let r = uclient_in(
-        Some(&c.inet_ns),
-        &[
-            "-u", user, "-w", pass, "-e", ip, "-r", port, "-m", "2", "-n", "50", "-c", "-X", LB,
-        ],
-    );
+    let r = Uclient::new(LB, ip, port)
+        .user(user, pass)
+        .clients(2)
+        .messages(50)
+        .size(None)
+        .in_netns(&c.inet_ns)
+        .run();
     assert_eq!(
         r.lost,
         Some(0),
@@ -411,13 +406,15 @@ spec:
     );
     assign_lb_address(c, "media", "media-tls", LB_TLS);
     let (ip, port) = echo.split_once(':').unwrap();
-    let r = uclient_in(
-        Some(&c.inet_ns),
-        &[
-            "-t", "-S", "-p", "443", "-W", secret, "-e", ip, "-r", port, "-m", "5", "-n", "100",
-            "-l", "160", "-z", "5", "-c", "-X", LB_TLS,
-        ],
-    );
+    let r = Uclient::new(LB_TLS, ip, port.parse().unwrap())
+        .port(443)
+        .tls()
+        .rest_secret(secret)
+        .clients(5)
+        .messages(100)
+        .pace_ms(5)
+        .in_netns(&c.inet_ns)
+        .run();
     assert_eq!(r.lost, Some(0), "TURN-TLS on 443: {}", r.output);
 }
 

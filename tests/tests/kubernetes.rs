@@ -15,7 +15,7 @@ use turnpike_dataplane::client::{ClientError, TurnClient};
 use turnpike_tests::k8s::{Cluster, Operator, PodNetwork, condition, wait_for};
 use turnpike_tests::standalone::tls_secret_yaml;
 use turnpike_tests::{
-    Proc, TestCa, free_tcp_port, output_text, repo_root, served_serial, turnpike_bin,
+    Proc, TestCa, Uclient, free_tcp_port, output_text, repo_root, served_serial, turnpike_bin,
 };
 
 /// One fixture at a time: each is a kube-apiserver, and the relay test binds TURN ports.
@@ -566,23 +566,11 @@ fn operator_programs_gateways_relays_and_survives_restarts() {
     seconds_until("the first endpoint", || {
         permitted(&mut client, "198.18.100.2:3480")
     });
-    let r = turnpike_tests::uclient(&[
-        "-W",
-        SECRET,
-        "-e",
-        "198.18.100.2",
-        "-r",
-        "3480",
-        "-m",
-        "5",
-        "-n",
-        "100",
-        "-l",
-        "160",
-        "-c",
-        "-X",
-        "127.0.0.1",
-    ]);
+    let r = Uclient::new("127.0.0.1", "198.18.100.2", 3480)
+        .rest_secret(SECRET)
+        .clients(5)
+        .messages(100)
+        .run();
     assert_eq!(r.lost, Some(0), "{}", r.output);
 
     // Changing the EndpointSlice changes what is allowed within 1 s.
@@ -610,25 +598,11 @@ fn operator_programs_gateways_relays_and_survives_restarts() {
         c.get(&["deployment", "-n", "media", GW]).unwrap()["metadata"]["generation"].clone();
     let template = c.get(&["deployment", "-n", "media", GW]).unwrap()["spec"]["template"].clone();
     let load = std::thread::spawn(|| {
-        turnpike_tests::uclient(&[
-            "-W",
-            SECRET,
-            "-e",
-            "198.18.100.2",
-            "-r",
-            "3480",
-            "-m",
-            "1",
-            "-n",
-            "1200",
-            "-z",
-            "20",
-            "-l",
-            "160",
-            "-c",
-            "-X",
-            "127.0.0.1",
-        ])
+        Uclient::new("127.0.0.1", "198.18.100.2", 3480)
+            .rest_secret(SECRET)
+            .messages(1200)
+            .pace_ms(20)
+            .run()
     });
     std::thread::sleep(Duration::from_secs(3));
     let errors_before = op.metric("turnpike_operator_watch_errors_total");
@@ -883,33 +857,16 @@ fn tls_certificate_rotates_through_a_kubernetes_secret() {
     assert_eq!(served_serial(tls_port).as_deref(), Some(&*first.serial));
 
     // A TLS client relays for about 12 s while the Secret is replaced, then broken.
-    let relay_tls = move |messages: &str, pace: &str| {
-        let port = tls_port.to_string();
-        turnpike_tests::uclient(&[
-            "-t",
-            "-S",
-            "-W",
-            SECRET,
-            "-p",
-            &port,
-            "-e",
-            "198.18.101.2",
-            "-r",
-            "3480",
-            "-m",
-            "1",
-            "-n",
-            messages,
-            "-z",
-            pace,
-            "-l",
-            "160",
-            "-c",
-            "-X",
-            "127.0.0.1",
-        ])
+    let relay_tls = move |messages: u32, pace_ms: u32| {
+        Uclient::new("127.0.0.1", "198.18.101.2", 3480)
+            .port(tls_port)
+            .tls()
+            .rest_secret(SECRET)
+            .messages(messages)
+            .pace_ms(pace_ms)
+            .run()
     };
-    let load = std::thread::spawn(move || relay_tls("600", "20"));
+    let load = std::thread::spawn(move || relay_tls(600, 20));
     std::thread::sleep(Duration::from_secs(2));
     let second = ca.server_cert(&["turn.example.com", "127.0.0.1"]);
     c.apply(&tls_secret_yaml(
@@ -960,7 +917,7 @@ fn tls_certificate_rotates_through_a_kubernetes_secret() {
         r.output
     );
     // A new TLS client still relays after the broken replacement.
-    let r = relay_tls("100", "0");
+    let r = relay_tls(100, 0);
     assert_eq!(r.lost, Some(0), "{}", r.output);
 }
 

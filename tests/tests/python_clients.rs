@@ -4,8 +4,8 @@
 
 use turnpike_auth::ephemeral_credential;
 use turnpike_tests::{
-    Dataplane, TestCa, echo_peer, free_tcp_port, free_udp_port, python_script, stream_config,
-    udp_config,
+    Aioice, Dataplane, TestCa, echo_peer, free_tcp_port, free_udp_port, python_script,
+    stream_config, udp_config,
 };
 
 const SECRET: &str = "py-secret";
@@ -32,19 +32,9 @@ fn aioice_allocates_and_echoes_through_the_relay() {
     let route = format!("127.0.0.1:{peer}");
     let _dp = dataplane(port, &[&route]);
     let (user, pass) = ephemeral_credential(SECRET, "aioice", unix_now() + 600);
-    let (ok, out) = python_script(
-        "aioice_echo.py",
-        &[
-            "--server",
-            &format!("127.0.0.1:{port}"),
-            "--username",
-            &user,
-            "--password",
-            &pass,
-            "--peer",
-            &route,
-        ],
-    );
+    let (ok, out) = Aioice::new(format!("127.0.0.1:{port}"), &user, &pass)
+        .peer(&route)
+        .run();
     assert!(ok, "{out}");
     assert!(out.contains("\"echoed\": 20"), "{out}");
     assert!(out.contains("\"relayed\": [\"127.0.0.1\""), "{out}");
@@ -65,24 +55,11 @@ fn aioice_relays_over_tcp_and_over_tls_with_a_verified_certificate() {
     std::fs::write(&other_ca, TestCa::new().cert_pem).unwrap();
     let (user, pass) = ephemeral_credential(SECRET, "aioice", unix_now() + 600);
     let run = |port: u16, ca: Option<&std::path::Path>| {
-        let server = format!("127.0.0.1:{port}");
-        let mut args = vec![
-            "--server",
-            &server,
-            "--username",
-            &user,
-            "--password",
-            &pass,
-            "--peer",
-            &route,
-            "--transport",
-            "tcp",
-        ];
-        let ca = ca.map(|c| c.display().to_string());
-        if let Some(c) = &ca {
-            args.extend(["--ca", c]);
+        let client = Aioice::new(format!("127.0.0.1:{port}"), &user, &pass).peer(&route);
+        match ca {
+            Some(ca) => client.tls(ca).run(),
+            None => client.tcp().run(),
         }
-        python_script("aioice_echo.py", &args)
     };
     let (ok, out) = run(tcp, None);
     assert!(ok && out.contains("\"echoed\": 20"), "TCP: {out}");
@@ -99,19 +76,9 @@ fn aioice_expired_rest_credential_gets_401() {
     let route = format!("127.0.0.1:{peer}");
     let dp = dataplane(port, &[&route]);
     let (user, pass) = ephemeral_credential(SECRET, "late", unix_now() - 5);
-    let (ok, out) = python_script(
-        "aioice_echo.py",
-        &[
-            "--server",
-            &format!("127.0.0.1:{port}"),
-            "--username",
-            &user,
-            "--password",
-            &pass,
-            "--expect-error",
-            "401",
-        ],
-    );
+    let (ok, out) = Aioice::new(format!("127.0.0.1:{port}"), &user, &pass)
+        .expect_error(401)
+        .run();
     assert!(ok, "{out}");
     assert!(dp.log_text().contains("Expired"), "{}", dp.log_text());
 }
@@ -123,6 +90,7 @@ fn two_aiortc_peers_connect_relay_only() {
     let dp = dataplane(port, &["127.0.0.1"]);
     let (user, pass) = ephemeral_credential(SECRET, "aiortc", unix_now() + 600);
     let (ok, out) = python_script(
+        None,
         "aiortc_pair.py",
         &[
             "--url",
@@ -143,19 +111,9 @@ fn aioice_wrong_password_gets_401() {
     let route = format!("127.0.0.1:{peer}");
     let dp = dataplane(port, &[&route]);
     let (user, _) = ephemeral_credential(SECRET, "guess", unix_now() + 600);
-    let (ok, out) = python_script(
-        "aioice_echo.py",
-        &[
-            "--server",
-            &format!("127.0.0.1:{port}"),
-            "--username",
-            &user,
-            "--password",
-            "not-the-password",
-            "--expect-error",
-            "401",
-        ],
-    );
+    let (ok, out) = Aioice::new(format!("127.0.0.1:{port}"), &user, "not-the-password")
+        .expect_error(401)
+        .run();
     assert!(ok, "{out}");
     assert!(
         dp.log_text().contains("integrity mismatch"),

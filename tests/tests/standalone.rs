@@ -11,9 +11,7 @@ use turnpike_dataplane::client::TurnClient;
 use turnpike_tests::standalone::{
     ConfigDir, SECRET, start_run, token, write_echo_route, write_other_route,
 };
-use turnpike_tests::{
-    echo_peer, free_udp_port, http_get, python_script, turnpike_bin, uclient_relay,
-};
+use turnpike_tests::{Aioice, echo_peer, free_udp_port, http_get, turnpike_bin, uclient_relay};
 
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -66,19 +64,9 @@ fn run_relays_hot_swaps_routes_and_survives_broken_files() {
     let r = uclient_relay(turn, a, 5, 100, &["-W", SECRET]);
     assert_eq!(r.lost, Some(0), "{}", r.output);
     let (u, p) = ephemeral_credential(SECRET, "aioice", unix_now() + 600);
-    let (ok, out) = python_script(
-        "aioice_echo.py",
-        &[
-            "--server",
-            &format!("127.0.0.1:{turn}"),
-            "--username",
-            &u,
-            "--password",
-            &p,
-            "--peer",
-            &format!("127.0.0.1:{a}"),
-        ],
-    );
+    let (ok, out) = Aioice::new(format!("127.0.0.1:{turn}"), &u, &p)
+        .peer(format!("127.0.0.1:{a}"))
+        .run();
     assert!(ok, "{out}");
 
     // An unrelated allocation keeps flowing through everything below (~6 s).
@@ -313,34 +301,12 @@ fn ice_config_credentials_expire() {
     let server = format!("127.0.0.1:{turn}");
     let peer = format!("127.0.0.1:{a}");
     let (u, p) = creds(600);
-    let (ok, out) = python_script(
-        "aioice_echo.py",
-        &[
-            "--server",
-            &server,
-            "--username",
-            &u,
-            "--password",
-            &p,
-            "--peer",
-            &peer,
-        ],
-    );
+    let (ok, out) = Aioice::new(server.as_str(), &u, &p)
+        .peer(peer.as_str())
+        .run();
     assert!(ok, "{out}");
     let (u, p) = creds(1);
     std::thread::sleep(Duration::from_millis(2100));
-    let (ok, out) = python_script(
-        "aioice_echo.py",
-        &[
-            "--server",
-            &server,
-            "--username",
-            &u,
-            "--password",
-            &p,
-            "--expect-error",
-            "401",
-        ],
-    );
+    let (ok, out) = Aioice::new(server.as_str(), &u, &p).expect_error(401).run();
     assert!(ok, "expired credentials must be refused: {out}");
 }

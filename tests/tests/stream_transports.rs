@@ -10,8 +10,8 @@ use turnpike_tests::standalone::{
     ConfigDir, SECRET as RUN_SECRET, start_run, write_base_with, write_tls_secret,
 };
 use turnpike_tests::{
-    Dataplane, TestCa, echo_peer, free_tcp_port, free_udp_port, http_get, metric, require_tool,
-    served_serial, uclient_relay,
+    Dataplane, TestCa, Uclient, echo_peer, free_tcp_port, free_udp_port, http_get, metric,
+    require_tool, served_serial, uclient_relay,
 };
 
 /// Polls `f` every 100 ms for up to `timeout`; the elapsed seconds once it holds.
@@ -284,14 +284,14 @@ fn ipv6_listeners_relay_to_ipv6_peers_over_udp_and_tcp() {
     // turnutils_uclient asks for an IPv6 relay (REQUESTED-ADDRESS-FAMILY) to reach a v6
     // peer; without it the v6-only listener would answer 440.
     for transport in [&[][..], &["-t"][..]] {
-        let (port, peer) = (port.to_string(), peer.to_string());
-        let mut args = vec![
-            "-W", SECRET, "-p", &port, "-e", "::1", "-r", &peer, "-m", "3", "-n", "100", "-l",
-            "160", "-c",
-        ];
-        args.extend_from_slice(transport);
-        args.push("::1");
-        let r = turnpike_tests::uclient(&args);
+        let r = Uclient::new("::1", "::1", peer)
+            .port(port)
+            .rest_secret(SECRET)
+            .clients(3)
+            .messages(100)
+            .relay_family_of_peer()
+            .args(transport)
+            .run();
         assert_eq!(r.lost, Some(0), "{transport:?}:\n{}", r.output);
     }
     // Workers publish their counters once a second.

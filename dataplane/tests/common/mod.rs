@@ -6,6 +6,12 @@ use std::net::SocketAddr;
 use turnpike_dataplane::proto::integrity::{Key, PasswordAlgorithm};
 use turnpike_dataplane::proto::{Class, ClientKey, Message, MessageBuilder, attr};
 
+/// The loopback port allocator every end-to-end test uses (ports below the ephemeral
+/// range, handed out once per process), so a port given to a dataplane is never taken by
+/// another test's `bind(0)` in between.
+#[path = "../../../tests/src/ports.rs"]
+pub mod ports;
+
 pub const REALM: &str = "turnpike.dev";
 
 pub struct Client {

@@ -42,10 +42,60 @@ struct Observed {
     transitions: Option<i32>,
 }
 
+/// What a replica does after reading the lease record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decision {
+    /// Write the record with this replica as holder; `takeover` when it was not the holder
+    /// (a new acquire time and one more transition).
+    Claim { takeover: bool },
+    /// Another replica's lease is live until `expires` (by this replica's clock).
+    Follow { expires: Instant },
+}
+
+/// The election's rule, free of I/O and of the clock (time is passed in). Expiry is judged
+/// by when this replica last saw the record change, never by the holder's timestamps.
+#[derive(Debug, Default)]
+struct Election {
+    observed: Option<(Observed, Instant)>,
+}
+
+impl Election {
+    /// `record` as read at `now`, whose holder asked for `lease` of validity.
+    fn decide(&mut self, record: Observed, lease: Duration, me: &str, now: Instant) -> Decision {
+        let seen_at = match &self.observed {
+            Some((r, at)) if *r == record => *at,
+            _ => {
+                self.observed = Some((record.clone(), now));
+                now
+            }
+        };
+        let ours = record.holder.as_deref() == Some(me);
+        let expired = record.holder.is_none() || now.duration_since(seen_at) > lease;
+        if ours || expired {
+            Decision::Claim { takeover: !ours }
+        } else {
+            Decision::Follow {
+                expires: seen_at + lease,
+            }
+        }
+    }
+}
+
+/// Whether a replica leads after one acquire-or-renew attempt that ended at `now`:
+/// `Some(won)` when the API server answered, `None` when it failed or did not answer in
+/// time. A leader whose renewal failed keeps leading only until its renew `deadline`, so it
+/// never acts as leader once another replica may.
+fn leads_after(answer: Option<bool>, deadline: Option<Instant>, now: Instant) -> bool {
+    match answer {
+        Some(won) => won,
+        None => deadline.is_some_and(|d| now < d),
+    }
+}
+
 pub struct LeaderElector {
     api: Api<Lease>,
     opts: LeaseOptions,
-    observed: Option<(Observed, Instant)>,
+    election: Election,
     /// When another holder's lease runs out unless renewed (by our clock).
     expires: Option<Instant>,
 }
@@ -59,7 +109,7 @@ impl LeaderElector {
         LeaderElector {
             api: Api::namespaced(client, &opts.namespace),
             opts,
-            observed: None,
+            election: Election::default(),
             expires: None,
         }
     }
@@ -97,24 +147,18 @@ impl LeaderElector {
             renew_time: spec.renew_time.clone(),
             transitions: spec.lease_transitions,
         };
-        let seen_at = match &self.observed {
-            Some((r, at)) if *r == record => *at,
-            _ => {
-                let at = Instant::now();
-                self.observed = Some((record.clone(), at));
-                at
-            }
-        };
         let theirs = Duration::from_secs(
             u64::try_from(spec.lease_duration_seconds.unwrap_or(seconds)).unwrap_or(1),
         );
-        let ours = record.holder.as_deref() == Some(me.as_str());
-        let expired = record.holder.is_none() || seen_at.elapsed() > theirs;
         self.expires = None;
-        if !ours && !expired {
-            self.expires = Some(seen_at + theirs);
-            return Ok(false);
-        }
+        let takeover = match self.election.decide(record, theirs, &me, Instant::now()) {
+            Decision::Claim { takeover } => takeover,
+            Decision::Follow { expires } => {
+                self.expires = Some(expires);
+                return Ok(false);
+            }
+        };
+        let ours = !takeover;
         lease.spec = Some(LeaseSpec {
             holder_identity: Some(me),
             lease_duration_seconds: Some(seconds),
@@ -186,28 +230,23 @@ impl LeaderElector {
             let cut_off = deadline.unwrap_or_else(|| Instant::now() + self.opts.retry_period());
             let started = Instant::now();
             let attempt = tokio::time::timeout_at(cut_off, self.try_acquire_or_renew()).await;
-            let leading = match attempt {
-                Ok(Ok(true)) => {
-                    // Counted from the request, not the answer: the record was written in
-                    // between, so other replicas' expiry is never earlier than ours.
-                    last_renewed = Some(started);
-                    true
-                }
-                Ok(Ok(false)) => {
-                    last_renewed = None;
-                    false
-                }
+            let answer = match attempt {
+                Ok(Ok(won)) => Some(won),
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "lease renewal failed");
-                    // Keep leading only while the lease cannot have passed to someone else.
-                    deadline.is_some_and(|d| Instant::now() < d)
+                    None
                 }
                 Err(_) => {
                     tracing::warn!("lease renewal got no answer in time");
-                    deadline.is_some_and(|d| Instant::now() < d)
+                    None
                 }
             };
-            if !leading {
+            let leading = leads_after(answer, deadline, Instant::now());
+            if answer == Some(true) {
+                // Counted from the request, not the answer: the record was written in
+                // between, so other replicas' expiry is never earlier than ours.
+                last_renewed = Some(started);
+            } else if !leading {
                 last_renewed = None;
             }
             if *tx.borrow() != leading {
@@ -227,5 +266,71 @@ impl LeaderElector {
             let _ = tx.send(false);
             self.release().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(holder: Option<&str>, renewals: i64) -> Observed {
+        Observed {
+            holder: holder.map(str::to_string),
+            renew_time: Some(MicroTime(
+                k8s_openapi::jiff::Timestamp::from_second(1_767_225_600 + renewals)
+                    .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+            )),
+            transitions: Some(0),
+        }
+    }
+
+    /// A fake clock: instants are `t0` plus seconds; nothing sleeps.
+    #[test]
+    fn expiry_is_judged_by_when_the_record_last_changed() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let lease = Duration::from_secs(15);
+        let mut e = Election::default();
+        // Another holder's record, seen first at t0: followed until t0 + 15 s.
+        assert_eq!(
+            e.decide(record(Some("b"), 0), lease, "a", at(0)),
+            Decision::Follow { expires: at(15) }
+        );
+        // The same record 10 s later (b renews nothing): still b's.
+        assert_eq!(
+            e.decide(record(Some("b"), 0), lease, "a", at(10)),
+            Decision::Follow { expires: at(15) }
+        );
+        // b renewed: the clock restarts from when we saw the change.
+        assert_eq!(
+            e.decide(record(Some("b"), 1), lease, "a", at(14)),
+            Decision::Follow { expires: at(29) }
+        );
+        // Unchanged past its duration: taken over.
+        assert_eq!(
+            e.decide(record(Some("b"), 1), lease, "a", at(30)),
+            Decision::Claim { takeover: true }
+        );
+        // Our own record is renewed, whatever its age; a released one is free at once.
+        assert_eq!(
+            e.decide(record(Some("a"), 2), lease, "a", at(31)),
+            Decision::Claim { takeover: false }
+        );
+        assert_eq!(
+            e.decide(record(None, 3), lease, "a", at(32)),
+            Decision::Claim { takeover: true }
+        );
+    }
+
+    #[test]
+    fn a_leader_without_an_answer_steps_down_at_its_deadline() {
+        let t0 = Instant::now();
+        let deadline = Some(t0 + Duration::from_secs(10));
+        assert!(leads_after(Some(true), None, t0));
+        assert!(!leads_after(Some(false), deadline, t0));
+        assert!(leads_after(None, deadline, t0 + Duration::from_secs(9)));
+        assert!(!leads_after(None, deadline, t0 + Duration::from_secs(10)));
+        // A follower (no deadline) never leads on a failed attempt.
+        assert!(!leads_after(None, None, t0));
     }
 }
