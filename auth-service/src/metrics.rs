@@ -30,11 +30,10 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::default();
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
+        let requests: Family<RequestLabels, Counter> = admin::register(
+            &mut registry,
             "turnpike_auth_requests",
             "Requests by route and status.",
-            requests.clone(),
         );
         let latency = Histogram::new(BUCKETS);
         registry.register(
@@ -42,11 +41,10 @@ impl Default for Metrics {
             "Request latency.",
             latency.clone(),
         );
-        let credentials_issued = Counter::default();
-        registry.register(
+        let credentials_issued: Counter = admin::register(
+            &mut registry,
             "turnpike_auth_credentials_issued",
             "TURN credentials handed out.",
-            credentials_issued.clone(),
         );
         Metrics {
             registry,

@@ -70,17 +70,7 @@ pub fn compile(cfg: &DataplaneConfig) -> ServerConfig {
 mod tests {
     use super::*;
 
-    const GOOD: &str = r#"
-version: v1alpha1
-name: default/gw
-generation: 3
-realm: turnpike.dev
-auth: {type: ephemeral, secret: s3cret}
-listeners:
-  - {name: udp, protocol: TURN-UDP, address: 127.0.0.1, port: 3478, routes: [default/echo]}
-routes:
-  - {name: default/echo, endpoints: ["127.0.0.1:3480", "10.0.2.0/24", "10.0.3.4:5000-5010", "[fd00::1]:7"]}
-"#;
+    const GOOD: &str = EXAMPLE;
 
     #[test]
     fn parses_and_compiles() {

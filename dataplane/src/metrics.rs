@@ -136,16 +136,11 @@ fn reason_counter(family: &Family<Reason, Counter>, reason: &'static str) -> Cou
 impl Metrics {
     pub fn new(workers: usize, status: Arc<Status>) -> Self {
         let mut r = Registry::default();
-        let counter = |r: &mut Registry, name: &str, help: &str| {
-            let c = Counter::default();
-            r.register(name, help, c.clone());
-            c
+        let counter = |r: &mut Registry, name: &str, help: &str| -> Counter {
+            admin::register(r, name, help)
         };
-        let gauge = |r: &mut Registry, name: &str, help: &str| {
-            let g = Gauge::default();
-            r.register(name, help, g.clone());
-            g
-        };
+        let gauge =
+            |r: &mut Registry, name: &str, help: &str| -> Gauge { admin::register(r, name, help) };
         let malformed = counter(
             &mut r,
             "turnpike_malformed_packets",
@@ -197,11 +192,10 @@ impl Metrics {
             "turnpike_config_reload_failures",
             "Configs refused (the previous one kept running).",
         );
-        let dropped = Family::<Reason, Counter>::default();
-        r.register(
+        let dropped: Family<Reason, Counter> = admin::register(
+            &mut r,
             "turnpike_dropped_packets",
             "Packets dropped on the relay path.",
-            dropped.clone(),
         );
         let active = gauge(
             &mut r,
@@ -213,17 +207,15 @@ impl Metrics {
             "turnpike_connections_accepted",
             "TCP and TLS client connections accepted.",
         );
-        let refused = Family::<Reason, Counter>::default();
-        r.register(
+        let refused: Family<Reason, Counter> = admin::register(
+            &mut r,
             "turnpike_connections_refused",
             "Connections closed at accept, by limit.",
-            refused.clone(),
         );
-        let closed = Family::<Reason, Counter>::default();
-        r.register(
+        let closed: Family<Reason, Counter> = admin::register(
+            &mut r,
             "turnpike_connections_closed",
             "Client connections closed, by reason.",
-            closed.clone(),
         );
         for reason in CloseReason::ALL {
             reason_counter(&closed, reason.as_str());
@@ -243,17 +235,15 @@ impl Metrics {
             "turnpike_ready",
             "1 when a config is applied and the dataplane is not draining.",
         );
-        let relayed_packets = Family::<RelayLabels, Counter>::default();
-        r.register(
+        let relayed_packets: Family<RelayLabels, Counter> = admin::register(
+            &mut r,
             "turnpike_relayed_packets",
             "Packets relayed, by listener, route and direction.",
-            relayed_packets.clone(),
         );
-        let relayed_bytes = Family::<RelayLabels, Counter>::default();
-        r.register(
+        let relayed_bytes: Family<RelayLabels, Counter> = admin::register(
+            &mut r,
             "turnpike_relayed_bytes",
             "Payload bytes relayed, by listener, route and direction.",
-            relayed_bytes.clone(),
         );
         Metrics {
             status,

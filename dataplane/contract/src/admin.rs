@@ -25,6 +25,17 @@ pub trait Scrape: Send + Sync + 'static {
     fn scrape(&self) -> String;
 }
 
+/// A new metric of type `M`, registered in `registry` under `name` with its help line;
+/// keep the returned handle in the component's metrics struct.
+pub fn register<M>(registry: &mut Registry, name: &str, help: &str) -> M
+where
+    M: prometheus_client::registry::Metric + Clone + Default,
+{
+    let metric = M::default();
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 /// OpenMetrics text of `registry`.
 pub fn encode(registry: &Registry) -> String {
     let mut out = String::with_capacity(4096);

@@ -31,15 +31,10 @@ pub struct OperatorMetrics {
 impl Default for OperatorMetrics {
     fn default() -> Self {
         let mut r = Registry::default();
-        let gauge = |r: &mut Registry, name: &str, help: &str| {
-            let g = Gauge::default();
-            r.register(name, help, g.clone());
-            g
-        };
-        let counter = |r: &mut Registry, name: &str, help: &str| {
-            let c = Counter::default();
-            r.register(name, help, c.clone());
-            c
+        let gauge =
+            |r: &mut Registry, name: &str, help: &str| -> Gauge { admin::register(r, name, help) };
+        let counter = |r: &mut Registry, name: &str, help: &str| -> Counter {
+            admin::register(r, name, help)
         };
         OperatorMetrics {
             leader: gauge(

@@ -261,11 +261,10 @@ impl DataplaneConfig {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const GOOD: &str = r#"
+/// A small valid config (one UDP listener, one route with every endpoint form), for
+/// tests here and in the crates that compile it.
+#[doc(hidden)]
+pub const EXAMPLE: &str = r#"
 version: v1alpha1
 name: default/gw
 generation: 3
@@ -276,6 +275,12 @@ listeners:
 routes:
   - {name: default/echo, endpoints: ["127.0.0.1:3480", "10.0.2.0/24", "10.0.3.4:5000-5010", "[fd00::1]:7"]}
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = EXAMPLE;
 
     #[test]
     fn parses_with_defaults_and_typed_endpoints() {

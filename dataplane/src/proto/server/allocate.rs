@@ -3,9 +3,8 @@
 
 use std::time::Duration;
 
-use super::auth::Authenticated;
-use super::{Family, Now, RelayPorts, RelayRequest, Reply, Server, lifetime_secs};
-use crate::proto::allocation::{AllocId, Allocation, ClientKey};
+use super::{Family, RelayPorts, RelayRequest, Reply, Request, Server, lifetime_secs};
+use crate::proto::allocation::{AllocId, Allocation};
 use crate::proto::attr;
 use crate::proto::error::ErrorCode;
 use crate::proto::message::Message;
@@ -85,13 +84,16 @@ impl AllocateRequest {
 impl<P: RelayPorts> Server<P> {
     pub(super) fn allocate(
         &mut self,
-        now: Now,
-        client: ClientKey,
-        msg: &Message<'_>,
-        auth: &Authenticated,
+        req: Request<'_, '_>,
         out: &mut [u8],
         ports: &mut P,
     ) -> Reply {
+        let Request {
+            now,
+            client,
+            msg,
+            auth,
+        } = req;
         let a = Some(auth);
         if self.by_client.contains_key(&client) {
             return self.error(out, msg, ErrorCode::ALLOCATION_MISMATCH, a);
@@ -154,15 +156,13 @@ impl<P: RelayPorts> Server<P> {
         })
     }
 
-    pub(super) fn refresh(
-        &mut self,
-        now: Now,
-        client: ClientKey,
-        msg: &Message<'_>,
-        auth: &Authenticated,
-        out: &mut [u8],
-        ports: &mut P,
-    ) -> Reply {
+    pub(super) fn refresh(&mut self, req: Request<'_, '_>, out: &mut [u8], ports: &mut P) -> Reply {
+        let Request {
+            now,
+            client,
+            msg,
+            auth,
+        } = req;
         let a = Some(auth);
         let Some((id, allocation)) = self.allocation_of(&client) else {
             return self.error(out, msg, ErrorCode::ALLOCATION_MISMATCH, a);

@@ -115,6 +115,16 @@ impl Transmit {
     }
 }
 
+/// An authenticated request being answered: when, from whom, what, and the key its answer
+/// is signed with.
+#[derive(Clone, Copy)]
+struct Request<'a, 'm> {
+    now: Now,
+    client: ClientKey,
+    msg: &'a Message<'m>,
+    auth: &'a Authenticated,
+}
+
 /// The answer to a request: nothing (rate-limited challenge, or no room to write it), or a
 /// response of `len` bytes at the start of the output buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -296,13 +306,17 @@ impl<P: RelayPorts> Server<P> {
                     Ok(a) => a,
                     Err(reply) => return reply,
                 };
+                let req = Request {
+                    now,
+                    client,
+                    msg,
+                    auth: &auth,
+                };
                 let reply = match msg.method {
-                    method::ALLOCATE => self.allocate(now, client, msg, &auth, out, ports),
-                    method::REFRESH => self.refresh(now, client, msg, &auth, out, ports),
-                    method::CREATE_PERMISSION => {
-                        self.create_permission(now, client, msg, &auth, out)
-                    }
-                    _ => self.channel_bind(now, client, msg, &auth, out),
+                    method::ALLOCATE => self.allocate(req, out, ports),
+                    method::REFRESH => self.refresh(req, out, ports),
+                    method::CREATE_PERMISSION => self.create_permission(req, out),
+                    _ => self.channel_bind(req, out),
                 };
                 if let Reply::Send(len) = reply {
                     self.transactions.insert(

@@ -3,23 +3,20 @@
 
 use std::net::SocketAddr;
 
-use super::auth::Authenticated;
-use super::{Now, RelayPorts, Reply, Server, live_mut};
+use super::{Now, RelayPorts, Reply, Request, Server, live_mut};
 use crate::proto::access::CounterId;
-use crate::proto::allocation::{Allocation, CHANNEL_LIFETIME, Channel, ClientKey};
+use crate::proto::allocation::{Allocation, CHANNEL_LIFETIME, Channel};
 use crate::proto::attr;
 use crate::proto::error::ErrorCode;
-use crate::proto::message::Message;
 
 impl<P: RelayPorts> Server<P> {
-    pub(super) fn create_permission(
-        &mut self,
-        now: Now,
-        client: ClientKey,
-        msg: &Message<'_>,
-        auth: &Authenticated,
-        out: &mut [u8],
-    ) -> Reply {
+    pub(super) fn create_permission(&mut self, req: Request<'_, '_>, out: &mut [u8]) -> Reply {
+        let Request {
+            now,
+            client,
+            msg,
+            auth,
+        } = req;
         let a = Some(auth);
         let Some((id, allocation)) = self.allocation_of(&client) else {
             return self.error(out, msg, ErrorCode::ALLOCATION_MISMATCH, a);
@@ -61,14 +58,13 @@ impl<P: RelayPorts> Server<P> {
         self.success(out, msg, auth, |_| {})
     }
 
-    pub(super) fn channel_bind(
-        &mut self,
-        now: Now,
-        client: ClientKey,
-        msg: &Message<'_>,
-        auth: &Authenticated,
-        out: &mut [u8],
-    ) -> Reply {
+    pub(super) fn channel_bind(&mut self, req: Request<'_, '_>, out: &mut [u8]) -> Reply {
+        let Request {
+            now,
+            client,
+            msg,
+            auth,
+        } = req;
         let a = Some(auth);
         let Some(&id) = self.by_client.get(&client) else {
             return self.error(out, msg, ErrorCode::ALLOCATION_MISMATCH, a);
