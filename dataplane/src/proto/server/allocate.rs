@@ -88,12 +88,7 @@ impl<P: RelayPorts> Server<P> {
         out: &mut [u8],
         ports: &mut P,
     ) -> Reply {
-        let Request {
-            now,
-            client,
-            msg,
-            auth,
-        } = req;
+        let (now, client, msg, auth) = req.parts();
         let a = Some(auth);
         if self.by_client.contains_key(&client) {
             return self.error(out, msg, ErrorCode::ALLOCATION_MISMATCH, a);
@@ -157,12 +152,7 @@ impl<P: RelayPorts> Server<P> {
     }
 
     pub(super) fn refresh(&mut self, req: Request<'_, '_>, out: &mut [u8], ports: &mut P) -> Reply {
-        let Request {
-            now,
-            client,
-            msg,
-            auth,
-        } = req;
+        let (now, client, msg, auth) = req.parts();
         let a = Some(auth);
         let Some((id, allocation)) = self.allocation_of(&client) else {
             return self.error(out, msg, ErrorCode::ALLOCATION_MISMATCH, a);

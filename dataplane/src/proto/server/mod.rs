@@ -125,6 +125,12 @@ struct Request<'a, 'm> {
     auth: &'a Authenticated,
 }
 
+impl<'a, 'm> Request<'a, 'm> {
+    fn parts(self) -> (Now, ClientKey, &'a Message<'m>, &'a Authenticated) {
+        (self.now, self.client, self.msg, self.auth)
+    }
+}
+
 /// The answer to a request: nothing (rate-limited challenge, or no room to write it), or a
 /// response of `len` bytes at the start of the output buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,12 +11,7 @@ use crate::proto::error::ErrorCode;
 
 impl<P: RelayPorts> Server<P> {
     pub(super) fn create_permission(&mut self, req: Request<'_, '_>, out: &mut [u8]) -> Reply {
-        let Request {
-            now,
-            client,
-            msg,
-            auth,
-        } = req;
+        let (now, client, msg, auth) = req.parts();
         let a = Some(auth);
         let Some((id, allocation)) = self.allocation_of(&client) else {
             return self.error(out, msg, ErrorCode::ALLOCATION_MISMATCH, a);
@@ -59,12 +54,7 @@ impl<P: RelayPorts> Server<P> {
     }
 
     pub(super) fn channel_bind(&mut self, req: Request<'_, '_>, out: &mut [u8]) -> Reply {
-        let Request {
-            now,
-            client,
-            msg,
-            auth,
-        } = req;
+        let (now, client, msg, auth) = req.parts();
         let a = Some(auth);
         let Some(&id) = self.by_client.get(&client) else {
             return self.error(out, msg, ErrorCode::ALLOCATION_MISMATCH, a);
