@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use serde_json::Value;
+use k8s_openapi::List;
+use k8s_openapi::api::core::v1::{Container, Pod};
 
 use crate::k8s::{Kube, exported, keep_logs, wait_for};
 use crate::{output_text, repo_root, turnpike_bin};
@@ -106,13 +107,15 @@ impl NodeCluster {
 
     /// The host PID of container `container` of pod `ns/pod` (from containerd).
     pub fn container_pid(&self, ns: &str, pod: &str, container: &str) -> u32 {
-        let p = self.get(&["pod", "-n", ns, pod]).expect("pod");
-        let id = p["status"]["containerStatuses"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|c| c["name"] == container)
-            .and_then(|c| c["containerID"].as_str())
+        let p: Pod = self.get_as(&["pod", "-n", ns, pod]).expect("pod");
+        let statuses = p
+            .status
+            .and_then(|s| s.container_statuses)
+            .unwrap_or_default();
+        let id = statuses
+            .iter()
+            .find(|c| c.name == container)
+            .and_then(|c| c.container_id.as_deref())
             .and_then(|id| id.strip_prefix("containerd://"))
             .unwrap_or_else(|| panic!("no running container {container} in {ns}/{pod}"))
             .to_string();
@@ -129,12 +132,12 @@ impl NodeCluster {
     }
 
     /// Pods of `ns` matching `selector`: name → the pod object.
-    pub fn pods(&self, ns: &str, selector: &str) -> BTreeMap<String, Value> {
-        self.get(&["pods", "-n", ns, "-l", selector])
-            .and_then(|v| v["items"].as_array().cloned())
+    pub fn pods(&self, ns: &str, selector: &str) -> BTreeMap<String, Pod> {
+        self.get_as::<List<Pod>>(&["pods", "-n", ns, "-l", selector])
+            .map(|l| l.items)
             .unwrap_or_default()
             .into_iter()
-            .map(|p| (p["metadata"]["name"].as_str().unwrap_or("").to_string(), p))
+            .map(|p| (p.metadata.name.clone().unwrap_or_default(), p))
             .collect()
     }
 
@@ -146,7 +149,7 @@ impl NodeCluster {
         selector: &str,
         n: usize,
         timeout: Duration,
-    ) -> BTreeMap<String, Value> {
+    ) -> BTreeMap<String, Pod> {
         wait_for(
             &format!("{n} ready pods {selector} in {ns}"),
             timeout,
@@ -159,21 +162,42 @@ impl NodeCluster {
     }
 }
 
-pub fn is_ready(pod: &Value) -> bool {
-    pod["status"]["phase"] == "Running"
-        && pod["status"]["conditions"]
-            .as_array()
-            .into_iter()
+pub fn is_ready(pod: &Pod) -> bool {
+    let Some(status) = &pod.status else {
+        return false;
+    };
+    status.phase.as_deref() == Some("Running")
+        && status
+            .conditions
+            .iter()
             .flatten()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
-pub fn is_terminating(pod: &Value) -> bool {
-    !pod["metadata"]["deletionTimestamp"].is_null()
+pub fn is_terminating(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_some()
 }
 
-pub fn pod_ip(pod: &Value) -> String {
-    pod["status"]["podIP"].as_str().unwrap_or("").to_string()
+pub fn pod_ip(pod: &Pod) -> String {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .unwrap_or_default()
+}
+
+/// The first container of `pod`.
+pub fn first_container(pod: &Pod) -> Container {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.containers.first().cloned())
+        .expect("a pod has a container")
+}
+
+/// `spec.terminationGracePeriodSeconds` of `pod`.
+pub fn grace_period(pod: &Pod) -> Option<i64> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
 }
 
 /// What `/proc/PID` says of a process's privileges.

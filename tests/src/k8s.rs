@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::List;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use serde_json::Value;
 
 use crate::{Proc, free_tcp_port, free_udp_port, output_text, repo_root, turnpike_bin};
@@ -115,6 +118,11 @@ impl Kube {
     }
 
     /// `kubectl get ... -o json`, or None when it is not there.
+    /// `kubectl get ARGS -o json` as a typed object (`None` when absent or not a `K`).
+    pub fn get_as<K: serde::de::DeserializeOwned>(&self, args: &[&str]) -> Option<K> {
+        self.get(args).and_then(|v| serde_json::from_value(v).ok())
+    }
+
     pub fn get(&self, args: &[&str]) -> Option<Value> {
         let mut a = vec!["get"];
         a.extend_from_slice(args);
@@ -128,20 +136,14 @@ impl Kube {
 
     /// Events (events.k8s.io) about object `name` in `ns`: `(reason, note)`.
     pub fn events_about(&self, ns: &str, name: &str) -> Vec<(String, String)> {
-        let Some(list) = self.get(&["events.events.k8s.io", "-n", ns]) else {
-            return vec![];
-        };
-        list["items"]
-            .as_array()
+        let events: List<Event> = self
+            .get_as(&["events.events.k8s.io", "-n", ns])
+            .unwrap_or_default();
+        events
+            .items
             .into_iter()
-            .flatten()
-            .filter(|e| e["regarding"]["name"] == name)
-            .map(|e| {
-                (
-                    e["reason"].as_str().unwrap_or("").to_string(),
-                    e["note"].as_str().unwrap_or("").to_string(),
-                )
-            })
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
             .collect()
     }
 }
@@ -222,17 +224,12 @@ pub fn keep_logs(dir: &Path) {
 }
 
 /// The condition `type_` of a conditions array: `(status, reason)`.
-pub fn condition(conds: &Value, type_: &str) -> Option<(String, String)> {
+/// `(status, reason)` of condition `type_` among typed `conds`.
+pub fn condition_of(conds: &[Condition], type_: &str) -> Option<(String, String)> {
     conds
-        .as_array()?
         .iter()
-        .find(|c| c["type"] == type_)
-        .map(|c| {
-            (
-                c["status"].as_str().unwrap_or("").to_string(),
-                c["reason"].as_str().unwrap_or("").to_string(),
-            )
-        })
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
 }
 
 /// Polls `f` every 100 ms until it returns Some, or panics naming `what` after `timeout`.

@@ -13,9 +13,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use gateway_api::gatewayclasses::GatewayClass;
+use gateway_api::gateways::Gateway;
+use k8s_openapi::List;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::Value;
-use turnpike_tests::cluster::{IMAGE, NodeCluster, is_terminating, pod_ip, process_privileges};
-use turnpike_tests::k8s::{condition, wait_for};
+use turnpike_tests::cluster::{
+    IMAGE, NodeCluster, first_container, grace_period, is_terminating, pod_ip, process_privileges,
+};
+use turnpike_tests::k8s::{condition_of, wait_for};
 use turnpike_tests::standalone::tls_secret_yaml;
 use turnpike_tests::{Aioice, TestCa, Uclient, output_text, rest_credentials, turnpike_bin};
 
@@ -106,8 +114,8 @@ fn pod_names(c: &NodeCluster, ns: &str, selector: &str) -> BTreeSet<String> {
 }
 
 fn lease_holder(c: &NodeCluster) -> Option<String> {
-    c.get(&["lease", "-n", "turnpike-system", "turnpike-operator"])
-        .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
+    c.get_as::<Lease>(&["lease", "-n", "turnpike-system", "turnpike-operator"])
+        .and_then(|l| l.spec?.holder_identity)
         .filter(|h| !h.is_empty())
 }
 
@@ -141,7 +149,7 @@ fn patch_gateway_config(c: &NodeCluster, patch: &str) {
 /// kube-proxy then forwards.
 fn assign_lb_address(c: &NodeCluster, ns: &str, name: &str, ip: &str) {
     wait_for(&format!("the Service {ns}/{name}"), secs(60), || {
-        c.get(&["service", "-n", ns, name])
+        c.get_as::<Service>(&["service", "-n", ns, name])
     });
     c.kubectl(&[
         "patch",
@@ -158,9 +166,10 @@ fn assign_lb_address(c: &NodeCluster, ns: &str, name: &str, ip: &str) {
         &format!("Gateway {ns}/{name} Programmed at {ip}"),
         secs(60),
         || {
-            let gw = c.get(&["gateway", "-n", ns, name])?;
-            let programmed = condition(&gw["status"]["conditions"], "Programmed")?;
-            (programmed.0 == "True" && gw["status"]["addresses"][0]["value"] == ip).then_some(())
+            let status = c.get_as::<Gateway>(&["gateway", "-n", ns, name])?.status?;
+            let programmed = condition_of(status.conditions.as_deref()?, "Programmed")?;
+            let address = &status.addresses.as_ref()?.first()?.value;
+            (programmed.0 == "True" && address == ip).then_some(())
         },
     );
 }
@@ -188,7 +197,7 @@ fn turnpike_on_a_real_single_node_cluster() {
         let pods = c.pods("media", DATAPLANE);
         (pods.len() == 1
             && pods.values().all(|p| {
-                p["spec"]["terminationGracePeriodSeconds"] == 70
+                grace_period(p) == Some(70)
                     && turnpike_tests::cluster::is_ready(p)
                     && !is_terminating(p)
             }))
@@ -233,8 +242,8 @@ fn installed_and_ready(c: &NodeCluster) {
         "lease held by {holder}, not by {ops:?}"
     );
     wait_for("GatewayClass Accepted", secs(60), || {
-        let gc = c.get(&["gatewayclass", "turnpike"])?;
-        (condition(&gc["status"]["conditions"], "Accepted")?.0 == "True").then_some(())
+        let gc: GatewayClass = c.get_as(&["gatewayclass", "turnpike"])?;
+        (condition_of(gc.status?.conditions.as_deref()?, "Accepted")?.0 == "True").then_some(())
     });
     c.wait_ready_pods(
         "turnpike-system",
@@ -244,12 +253,14 @@ fn installed_and_ready(c: &NodeCluster) {
     );
     let dps = c.wait_ready_pods("media", DATAPLANE, 1, secs(180));
     let pod = dps.values().next().unwrap();
-    let container = &pod["spec"]["containers"][0];
+    let container = first_container(pod);
     assert_eq!(
-        container["image"], IMAGE,
+        container.image.as_deref(),
+        Some(IMAGE),
         "the operator's --dataplane-image"
     );
-    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let readiness = container.readiness_probe.and_then(|p| p.http_get);
+    assert_eq!(readiness.and_then(|g| g.path).as_deref(), Some("/readyz"));
 }
 
 fn runs_unprivileged(c: &NodeCluster) {
@@ -389,12 +400,17 @@ spec:
     );
     let pods = c.wait_ready_pods("media", "turnpike.dev/gateway=media-tls", 1, secs(180));
     let (name, pod) = pods.iter().next().unwrap();
-    let sysctls = &pod["spec"]["securityContext"]["sysctls"];
+    let sysctls = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.security_context.as_ref())
+        .and_then(|s| s.sysctls.clone())
+        .unwrap_or_default();
     assert_eq!(
-        sysctls[0]["name"], "net.ipv4.ip_unprivileged_port_start",
+        sysctls[0].name, "net.ipv4.ip_unprivileged_port_start",
         "{name}"
     );
-    assert_eq!(sysctls[0]["value"], "443", "{name}");
+    assert_eq!(sysctls[0].value, "443", "{name}");
     let p = process_privileges(c.container_pid("media", name, "dataplane"));
     assert_eq!(
         p.uid, "65532 65532 65532 65532",
@@ -443,13 +459,13 @@ fn by_pod(runs: &[ProbeRun]) -> BTreeMap<String, usize> {
 /// The addresses the Service's EndpointSlices list as ready.
 fn ready_endpoints(c: &NodeCluster, ns: &str, service: &str) -> BTreeSet<String> {
     let selector = format!("kubernetes.io/service-name={service}");
-    c.get(&["endpointslices", "-n", ns, "-l", &selector])
-        .and_then(|v| v["items"].as_array().cloned())
+    c.get_as::<List<EndpointSlice>>(&["endpointslices", "-n", ns, "-l", &selector])
+        .map(|l| l.items)
         .unwrap_or_default()
-        .iter()
-        .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
-        .filter(|e| e["conditions"]["ready"] == true)
-        .filter_map(|e| e["addresses"][0].as_str().map(str::to_string))
+        .into_iter()
+        .flat_map(|s| s.endpoints)
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+        .filter_map(|e| e.addresses.into_iter().next())
         .collect()
 }
 
@@ -621,10 +637,7 @@ fn rolls_without_cutting_allocations(c: &NodeCluster, client: &Client) {
         },
     );
     let terminating_since = Instant::now();
-    assert_eq!(
-        new_pod["spec"]["terminationGracePeriodSeconds"], 70,
-        "{new_name}"
-    );
+    assert_eq!(grace_period(&new_pod), Some(70), "{new_name}");
     let new_ip = pod_ip(&new_pod);
     wait_for("only the new pod in the ready endpoints", secs(30), || {
         (ready_endpoints(c, "media", "media-gateway") == BTreeSet::from([new_ip.clone()]))
@@ -716,14 +729,13 @@ fn leader_fails_over(c: &NodeCluster, client: &Client) {
         let after = dp_after
             .get(name)
             .unwrap_or_else(|| panic!("{name} was replaced"));
-        assert_eq!(
-            after["metadata"]["uid"], before["metadata"]["uid"],
-            "{name}"
-        );
-        assert_eq!(
-            after["status"]["containerStatuses"][0]["restartCount"], 0,
-            "{name}"
-        );
+        assert_eq!(after.metadata.uid, before.metadata.uid, "{name}");
+        let restarts = after
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .map(|cs| cs[0].restart_count);
+        assert_eq!(restarts, Some(0), "{name}");
     }
 }
 
@@ -799,8 +811,10 @@ fn helm_install_gives_the_same_result(c: &NodeCluster) {
     installed_and_ready(c);
     let dp = c.pods("media", DATAPLANE);
     assert_eq!(
-        dp.values().next().unwrap()["spec"]["containers"][0]["imagePullPolicy"],
-        "Never",
+        first_container(dp.values().next().unwrap())
+            .image_pull_policy
+            .as_deref(),
+        Some("Never"),
         "the chart's image.pullPolicy reaches the dataplane"
     );
     runs_unprivileged(c);

@@ -10,9 +10,17 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use gateway_api::experimental::udproutes::UdpRoute;
+use gateway_api::gatewayclasses::GatewayClass;
+use gateway_api::gateways::Gateway;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
 use serde_json::Value;
 use turnpike_dataplane::client::{ClientError, TurnClient};
-use turnpike_tests::k8s::{Cluster, Operator, PodNetwork, condition, wait_for};
+use turnpike_gateway::rotation::LedgerEntry;
+use turnpike_tests::k8s::{Cluster, Operator, PodNetwork, condition_of, wait_for};
 use turnpike_tests::standalone::tls_secret_yaml;
 use turnpike_tests::{
     Proc, TestCa, Uclient, free_tcp_port, output_text, repo_root, served_serial, turnpike_bin,
@@ -34,21 +42,21 @@ fn install_operator_rbac(c: &Cluster) {
     apply_file(c, "manifests/10-rbac.yaml");
 }
 
-fn gateway(c: &Cluster, ns: &str, name: &str) -> Value {
-    c.get(&["gateway", "-n", ns, name]).unwrap_or(Value::Null)
+fn gateway(c: &Cluster, ns: &str, name: &str) -> Option<Gateway> {
+    c.get_as(&["gateway", "-n", ns, name])
 }
 
 fn gateway_condition(c: &Cluster, ns: &str, name: &str, t: &str) -> Option<(String, String)> {
-    condition(&gateway(c, ns, name)["status"]["conditions"], t)
+    condition_of(gateway(c, ns, name)?.status?.conditions.as_deref()?, t)
 }
 
 fn route_condition(c: &Cluster, ns: &str, name: &str, t: &str) -> Option<(String, String)> {
-    let r = c.get(&["udproute", "-n", ns, name])?;
-    let parents = r["status"]["parents"].as_array()?.clone();
+    let r: UdpRoute = c.get_as(&["udproute", "-n", ns, name])?;
+    let parents = r.status?.parents;
     let ours = parents
         .iter()
-        .find(|p| p["controllerName"] == "turnpike.dev/gateway-controller")?;
-    condition(&ours["conditions"], t)
+        .find(|p| p.controller_name == "turnpike.dev/gateway-controller")?;
+    condition_of(&ours.conditions, t)
 }
 
 /// What a cloud controller does for the Gateway's LoadBalancer Service.
@@ -327,16 +335,12 @@ fn seconds_until(what: &str, mut f: impl FnMut() -> bool) -> f64 {
 /// The dataplane a Gateway's pod would run, as a local process with the client
 /// certificate from the Secret the operator issued.
 fn start_dataplane(c: &Cluster, cds: u16, dir: &std::path::Path) -> (Proc, u16) {
-    let secret = c
-        .get(&["secret", "-n", "media", &format!("{GW}-turnpike-cds")])
+    let secret: Secret = c
+        .get_as(&["secret", "-n", "media", &format!("{GW}-turnpike-cds")])
         .unwrap();
-    for (key, file) in [
-        ("ca.crt", "ca.crt"),
-        ("tls.crt", "tls.crt"),
-        ("tls.key", "tls.key"),
-    ] {
-        let b64 = secret["data"][key].as_str().unwrap();
-        std::fs::write(dir.join(file), turnpike_tests::base64_decode(b64)).unwrap();
+    let data = secret.data.unwrap_or_default();
+    for file in ["ca.crt", "tls.crt", "tls.key"] {
+        std::fs::write(dir.join(file), &data[file].0).unwrap();
     }
     let admin = free_tcp_port();
     let log = std::fs::File::create(dir.join("dataplane.log")).unwrap();
@@ -373,58 +377,50 @@ fn operator_programs_gateways_relays_and_survives_restarts() {
 
     // GatewayClass Accepted; Deployment and Service named after the Gateway.
     wait_for("GatewayClass Accepted", Duration::from_secs(20), || {
-        let gc = c.get(&["gatewayclass", "turnpike"])?;
+        let gc: GatewayClass = c.get_as(&["gatewayclass", "turnpike"])?;
         is(
-            condition(&gc["status"]["conditions"], "Accepted"),
+            condition_of(gc.status?.conditions.as_deref()?, "Accepted"),
             "True",
             "Accepted",
         )
         .then_some(())
     });
-    let deployment = wait_for("the managed Deployment", Duration::from_secs(20), || {
-        c.get(&["deployment", "-n", "media", GW])
+    let deployment: Deployment =
+        wait_for("the managed Deployment", Duration::from_secs(20), || {
+            c.get_as(&["deployment", "-n", "media", GW])
+        });
+    let service: Service = wait_for("the managed Service", Duration::from_secs(20), || {
+        c.get_as(&["service", "-n", "media", GW])
     });
-    let service = wait_for("the managed Service", Duration::from_secs(20), || {
-        c.get(&["service", "-n", "media", GW])
-    });
+    let owner = |m: &ObjectMeta| m.owner_references.clone().unwrap_or_default()[0].clone();
+    assert_eq!(owner(&deployment.metadata).kind, "Gateway");
+    assert_eq!(owner(&service.metadata).name, GW);
+    let svc_spec = service.spec.clone().unwrap();
+    assert_eq!(svc_spec.type_.as_deref(), Some("LoadBalancer"));
+    assert_eq!(svc_spec.external_traffic_policy.as_deref(), Some("Local"));
     assert_eq!(
-        deployment["metadata"]["ownerReferences"][0]["kind"],
-        "Gateway"
-    );
-    assert_eq!(service["metadata"]["ownerReferences"][0]["name"], GW);
-    assert_eq!(service["spec"]["type"], "LoadBalancer");
-    assert_eq!(service["spec"]["externalTrafficPolicy"], "Local");
-    assert_eq!(
-        service["metadata"]["annotations"]["example.com/owner"],
+        service.metadata.annotations.clone().unwrap_or_default()["example.com/owner"],
         "media-team"
     );
-    let ports: Vec<(i64, String)> = service["spec"]["ports"]
-        .as_array()
-        .unwrap()
+    let ports: Vec<(i32, String)> = svc_spec
+        .ports
+        .unwrap_or_default()
         .iter()
-        .map(|p| {
-            (
-                p["port"].as_i64().unwrap(),
-                p["protocol"].as_str().unwrap().to_string(),
-            )
-        })
+        .map(|p| (p.port, p.protocol.clone().unwrap_or_default()))
         .collect();
     assert_eq!(
         ports,
         [(3478, "UDP".into()), (3478, "TCP".into())],
         "no admin port on the Service"
     );
-    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
-    let env: Vec<(String, String)> = container["env"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["name"].as_str().unwrap().into(),
-                e["value"].as_str().unwrap_or("").into(),
-            )
-        })
+    let pod = deployment.spec.clone().unwrap().template.spec.unwrap();
+    let container = &pod.containers[0];
+    let env: Vec<(String, String)> = container
+        .env
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| (e.name, e.value.unwrap_or_default()))
         .collect();
     assert!(
         env.contains(&("TURNPIKE_GATEWAY".into(), format!("media/{GW}"))),
@@ -437,16 +433,16 @@ fn operator_programs_gateways_relays_and_survives_restarts() {
         )),
         "{env:?}"
     );
-    assert_eq!(container["image"], "turnpike:test");
-    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
-    assert_eq!(
-        deployment["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"],
-        format!("{GW}-turnpike-cds")
-    );
-    assert_eq!(
-        deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"],
-        "250m"
-    );
+    assert_eq!(container.image.as_deref(), Some("turnpike:test"));
+    let readiness = container.readiness_probe.clone().unwrap().http_get.unwrap();
+    assert_eq!(readiness.path.as_deref(), Some("/readyz"));
+    let volume = pod.volumes.clone().unwrap_or_default()[0]
+        .secret
+        .clone()
+        .unwrap();
+    assert_eq!(volume.secret_name, Some(format!("{GW}-turnpike-cds")));
+    let requests = container.resources.clone().unwrap().requests.unwrap();
+    assert_eq!(requests["cpu"].0, "250m");
 
     // No address yet; a cloud controller assigns one and the Gateway is Programmed with it.
     wait_for(
@@ -466,12 +462,13 @@ fn operator_programs_gateways_relays_and_survives_restarts() {
         "Programmed=True with the LB address",
         Duration::from_secs(20),
         || {
-            let g = gateway(&c, "media", GW);
+            let status = gateway(&c, "media", GW)?.status?;
+            let address = status.addresses.as_ref()?.first()?.value.clone();
             (is(
-                condition(&g["status"]["conditions"], "Programmed"),
+                condition_of(status.conditions.as_deref()?, "Programmed"),
                 "True",
                 "Programmed",
-            ) && g["status"]["addresses"][0]["value"] == "203.0.113.10")
+            ) && address == "203.0.113.10")
                 .then_some(())
         },
     );
@@ -501,14 +498,14 @@ fn operator_programs_gateways_relays_and_survives_restarts() {
          apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: UDPRoute\nmetadata: {{name: cross-namespace, namespace: media}}\nspec:\n  parentRefs: [{{name: {GW}}}]\n  rules:\n  - backendRefs: [{{name: media, namespace: other, port: 5000}}]\n"
     ));
     wait_for("rejections reported", Duration::from_secs(20), || {
-        let g = gateway(&c, "media", "bad-protocol");
-        let listener = &g["status"]["listeners"][0]["conditions"];
+        let status = gateway(&c, "media", "bad-protocol")?.status?;
+        let listener = &status.listeners.as_ref()?.first()?.conditions;
         (is(
-            condition(listener, "Accepted"),
+            condition_of(listener, "Accepted"),
             "False",
             "UnsupportedProtocol",
         ) && is(
-            condition(&g["status"]["conditions"], "Accepted"),
+            condition_of(status.conditions.as_deref()?, "Accepted"),
             "False",
             "ListenersNotValid",
         ) && is(
@@ -594,9 +591,9 @@ fn operator_programs_gateways_relays_and_survives_restarts() {
 
     // Restarts under load: an open allocation relays continuously (about 25 s) while
     // kube-apiserver restarts and the operator is killed and replaced.
-    let generation =
-        c.get(&["deployment", "-n", "media", GW]).unwrap()["metadata"]["generation"].clone();
-    let template = c.get(&["deployment", "-n", "media", GW]).unwrap()["spec"]["template"].clone();
+    let before: Deployment = c.get_as(&["deployment", "-n", "media", GW]).unwrap();
+    let generation = before.metadata.generation;
+    let template = before.spec.map(|s| s.template);
     let load = std::thread::spawn(|| {
         Uclient::new("127.0.0.1", "198.18.100.2", 3480)
             .rest_secret(SECRET)
@@ -668,12 +665,12 @@ fn operator_programs_gateways_relays_and_survives_restarts() {
             .then_some(())
         },
     );
-    let after = c.get(&["deployment", "-n", "media", GW]).unwrap();
+    let after: Deployment = c.get_as(&["deployment", "-n", "media", GW]).unwrap();
     assert_eq!(
-        after["metadata"]["generation"], generation,
+        after.metadata.generation, generation,
         "the operator restart changed the Deployment"
     );
-    assert_eq!(after["spec"]["template"], template);
+    assert_eq!(after.spec.map(|s| s.template), template);
     // Settled: the new operator has nothing left to write.
     let writes = op.metric("turnpike_operator_status_writes_total");
     std::thread::sleep(Duration::from_secs(2));
@@ -720,12 +717,12 @@ fn two_operator_replicas_elect_one_leader_and_hand_over() {
         )
         .then_some(())
     });
-    let lease_obj = c
-        .get(&["lease", "-n", "turnpike-system", "turnpike-operator"])
+    let lease_obj: Lease = c
+        .get_as(&["lease", "-n", "turnpike-system", "turnpike-operator"])
         .unwrap();
     assert_eq!(
-        lease_obj["spec"]["holderIdentity"],
-        replicas[leader].identity.as_str()
+        lease_obj.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some(replicas[leader].identity.as_str())
     );
     // Only the leader writes; both render (and serve CDS).
     let (l, f) = (&replicas[leader], &replicas[follower]);
@@ -791,16 +788,20 @@ fn two_operator_replicas_elect_one_leader_and_hand_over() {
 }
 
 /// The conditions of one listener of the test Gateway.
-fn listener_conditions(c: &Cluster, listener: &str) -> Value {
-    let g = gateway(c, "media", GW);
-    let found = g["status"]["listeners"]
-        .as_array()
-        .and_then(|ls| ls.iter().find(|l| l["name"] == listener));
-    found.map_or(Value::Null, |l| l["conditions"].clone())
+fn listener_conditions(c: &Cluster, listener: &str) -> Vec<Condition> {
+    let listeners = gateway(c, "media", GW)
+        .and_then(|g| g.status)
+        .and_then(|s| s.listeners)
+        .unwrap_or_default();
+    listeners
+        .into_iter()
+        .find(|l| l.name == listener)
+        .map(|l| l.conditions)
+        .unwrap_or_default()
 }
 
 fn listener_condition(c: &Cluster, listener: &str, t: &str) -> Option<(String, String)> {
-    condition(&listener_conditions(c, listener), t)
+    condition_of(&listener_conditions(c, listener), t)
 }
 
 /// The operator path of certificate renewal (what cert-manager does): the TURN-TLS
@@ -896,9 +897,9 @@ fn tls_certificate_rotates_through_a_kubernetes_secret() {
     );
     let conditions = listener_conditions(&c, "turn-tls");
     let message = conditions
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["type"] == "ResolvedRefs"))
-        .and_then(|c| c["message"].as_str())
+        .iter()
+        .find(|c| c.type_ == "ResolvedRefs")
+        .map(|c| c.message.as_str())
         .unwrap_or_default();
     assert!(
         message.contains("still serving the previous certificate"),
@@ -971,13 +972,13 @@ fn a_rotated_auth_secret_stays_valid_across_an_operator_restart() {
         allocated_with(SECRET).is_some(),
         "the old secret stays valid"
     );
-    let ledger = wait_for("the rotation ledger", Duration::from_secs(10), || {
-        c.get(&["secret", "-n", "turnpike-system", "turnpike-auth-rotation"])
+    let ledger: Secret = wait_for("the rotation ledger", Duration::from_secs(10), || {
+        c.get_as(&["secret", "-n", "turnpike-system", "turnpike-auth-rotation"])
     });
-    let entry = ledger["data"]["turnpike-system.turnpike"].as_str().unwrap();
-    let entry: Value = serde_json::from_slice(&turnpike_tests::base64_decode(entry)).unwrap();
-    assert_eq!(entry["current"], rotated);
-    assert_eq!(entry["previous"][0]["secret"], SECRET);
+    let data = ledger.data.unwrap_or_default();
+    let entry: LedgerEntry = serde_json::from_slice(&data["turnpike-system.turnpike"].0).unwrap();
+    assert_eq!(entry.current, rotated);
+    assert_eq!(entry.previous[0].secret, SECRET);
 
     // A new operator that never saw the rotation.
     op.proc.signal("KILL");
