@@ -43,12 +43,43 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 secret=bench-secret
-peer=$(free_port); while [ $((peer % 2)) -ne 0 ] || [ "$peer" -gt 65000 ]; do peer=$(free_port); done
-tp_port=$(free_port); ct_port=$(free_port); base_port=$(free_port)
-tcp_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-admin=$(tcp_port); base_admin=$(tcp_port)
+# Every port in one go, held until all are chosen, so no two are the same: the echo peer
+# (even, with the odd one above it free: turnutils_peer also listens there), the three
+# servers' ports (free on UDP and TCP) and the two admin ports.
+ports=$(python3 - <<'PY'
+import socket
+held = []  # every socket stays open until all ports are chosen
+def bind(kind, port=0):
+    s = socket.socket(socket.AF_INET, kind)
+    s.bind(("127.0.0.1", port))
+    held.append(s)
+    return s.getsockname()[1]
+def udp_and_tcp(port=0):
+    while True:
+        p = bind(socket.SOCK_DGRAM, port)
+        try:
+            bind(socket.SOCK_STREAM, p)
+            return p
+        except OSError:
+            if port:
+                raise
+while True:
+    peer = bind(socket.SOCK_DGRAM)
+    if peer % 2 == 0 and peer < 65000:
+        try:
+            bind(socket.SOCK_DGRAM, peer + 1)
+            break
+        except OSError:
+            pass
+servers = [udp_and_tcp() for _ in range(3)]
+admins = [bind(socket.SOCK_STREAM) for _ in range(2)]
+print(peer, *servers, *admins)
+PY
+)
+# Command substitution waits for python to exit (and let go of the ports) before anyone
+# binds them.
+read -r peer tp_port ct_port base_port admin base_admin <<<"$ports"
 
 turnutils_peer -L 127.0.0.1 -p "$peer" >/dev/null 2>&1 & pids+=($!)
 

@@ -3,8 +3,8 @@
 //! Every datagram the worker relays or answers passes through [`Datagrams`]: it is received
 //! into a pool buffer, framed or answered in place (answers go into the next free buffer),
 //! queued with [`Datagrams::push`], and sent by [`Datagrams::flush`], one `sendmmsg` per
-//! run of datagrams leaving from the same socket. Client → peer and peer → client take the
-//! same path.
+//! run of datagrams leaving from the same socket (`sendto` for a run of one). Client → peer
+//! and peer → client take the same path.
 //!
 //! This is the only module of the dataplane that needs `unsafe`: the batch calls take raw
 //! `mmsghdr` arrays whose pointers are rebuilt right before each call, so nothing here is
@@ -55,6 +55,23 @@ struct Queued {
     range: (u16, u16),
     via: Via,
     dest: SockAddr,
+}
+
+/// One message of a batch call: a single buffer and an address. Only the entries a call
+/// uses are built, so a short batch (a relay socket's one datagram) does not pay for
+/// zeroing a whole array of headers.
+fn message(
+    name: *mut libc::c_void,
+    namelen: libc::socklen_t,
+    iov: *mut libc::iovec,
+) -> libc::mmsghdr {
+    // SAFETY: mmsghdr is plain old data; all-zero is valid (no control data, no flags).
+    let mut h: libc::mmsghdr = unsafe { MaybeUninit::zeroed().assume_init() };
+    h.msg_hdr.msg_name = name;
+    h.msg_hdr.msg_namelen = namelen;
+    h.msg_hdr.msg_iov = iov;
+    h.msg_hdr.msg_iovlen = 1;
+    h
 }
 
 /// What a flush achieved.
@@ -112,26 +129,24 @@ impl Datagrams {
         }
         let first = self.used;
         let mut iovs: [MaybeUninit<libc::iovec>; BATCH] = [MaybeUninit::uninit(); BATCH];
-        // SAFETY: mmsghdr is plain old data; all-zero is valid.
-        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { MaybeUninit::zeroed().assume_init() };
+        let mut hdrs: [MaybeUninit<libc::mmsghdr>; BATCH] = [MaybeUninit::uninit(); BATCH];
         for k in 0..max {
             let buf = &mut self.bufs[first + k][offset..end];
-            iovs[k].write(libc::iovec {
+            let iov = iovs[k].write(libc::iovec {
                 iov_base: buf.as_mut_ptr().cast(),
                 iov_len: buf.len(),
             });
             let name = &mut self.addrs[k];
-            hdrs[k].msg_hdr.msg_namelen = name.size_of();
-            hdrs[k].msg_hdr.msg_name = (name as *mut SockAddrStorage).cast();
-            hdrs[k].msg_hdr.msg_iov = iovs[k].as_mut_ptr();
-            hdrs[k].msg_hdr.msg_iovlen = 1;
+            let namelen = name.size_of();
+            hdrs[k].write(message((name as *mut SockAddrStorage).cast(), namelen, iov));
         }
-        // SAFETY: headers [0, max) point at distinct live ranges of distinct pool buffers
-        // and at distinct address storages, all owned by self and outliving the call.
+        // SAFETY: headers [0, max) are initialized and point at distinct live ranges of
+        // distinct pool buffers and at distinct address storages, all owned by self and
+        // outliving the call.
         let n = unsafe {
             libc::recvmmsg(
                 fd,
-                hdrs.as_mut_ptr(),
+                hdrs.as_mut_ptr().cast::<libc::mmsghdr>(),
                 max as libc::c_uint,
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
@@ -141,6 +156,8 @@ impl Datagrams {
             return Err(io::Error::last_os_error());
         }
         for (k, hdr) in hdrs.iter().enumerate().take(n as usize) {
+            // SAFETY: entries [0, max) were written above and n <= max.
+            let hdr = unsafe { hdr.assume_init_ref() };
             let storage = std::mem::replace(&mut self.addrs[k], SockAddrStorage::zeroed());
             // SAFETY: the kernel wrote a socket address of its family and set the length.
             let from = unsafe { SockAddr::new(storage, hdr.msg_hdr.msg_namelen) }.as_socket();
@@ -231,6 +248,13 @@ impl Datagrams {
                 .position(|q| q.via != via)
                 .map_or(self.queue.len(), |n| start + n);
             match fd_of(via) {
+                // A lone datagram (a relay socket's, usually) goes out with sendto: the
+                // kernel's sendmmsg path costs more per message than sendto's.
+                Some(fd) if end - start == 1 => {
+                    let sent = usize::from(self.send_one(fd, start));
+                    result.sent += sent;
+                    result.dropped += 1 - sent;
+                }
                 Some(fd) => {
                     let sent = self.send_run(fd, start, end);
                     result.sent += sent;
@@ -245,36 +269,59 @@ impl Datagrams {
         result
     }
 
+    /// `sendto` of queue entry `i`; whether it left.
+    fn send_one(&self, fd: RawFd, i: usize) -> bool {
+        let q = &self.queue[i];
+        let bytes = &self.bufs[q.buf as usize][q.range.0 as usize..q.range.1 as usize];
+        loop {
+            // SAFETY: `bytes` and `q.dest` are live for the call and sized as passed.
+            let r = unsafe {
+                libc::sendto(
+                    fd,
+                    bytes.as_ptr().cast(),
+                    bytes.len(),
+                    libc::MSG_DONTWAIT,
+                    q.dest.as_ptr().cast(),
+                    q.dest.len(),
+                )
+            };
+            if r >= 0 {
+                return true;
+            }
+            if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                // A full socket buffer or an ICMP-induced error: UDP may lose it.
+                return false;
+            }
+        }
+    }
+
     /// `sendmmsg` of queue entries `[start, end)` (at most [`POOL`]) on `fd`; returns how
     /// many left.
     fn send_run(&mut self, fd: RawFd, start: usize, end: usize) -> usize {
         let n = end - start;
         let mut iovs: [MaybeUninit<libc::iovec>; POOL] = [MaybeUninit::uninit(); POOL];
-        // SAFETY: mmsghdr is plain old data; all-zero is valid.
-        let mut hdrs: [libc::mmsghdr; POOL] = unsafe { MaybeUninit::zeroed().assume_init() };
+        let mut hdrs: [MaybeUninit<libc::mmsghdr>; POOL] = [MaybeUninit::uninit(); POOL];
         let Datagrams { bufs, queue, .. } = self;
         for (k, q) in queue[start..end].iter().enumerate() {
             let bytes = &bufs[q.buf as usize][q.range.0 as usize..q.range.1 as usize];
-            iovs[k].write(libc::iovec {
+            let iov = iovs[k].write(libc::iovec {
                 // sendmmsg only reads the payload.
                 iov_base: bytes.as_ptr() as *mut libc::c_void,
                 iov_len: bytes.len(),
             });
             // sendmmsg only reads the destination address.
-            hdrs[k].msg_hdr.msg_name = q.dest.as_ptr() as *mut libc::c_void;
-            hdrs[k].msg_hdr.msg_namelen = q.dest.len();
-            hdrs[k].msg_hdr.msg_iov = iovs[k].as_mut_ptr();
-            hdrs[k].msg_hdr.msg_iovlen = 1;
+            let name = q.dest.as_ptr() as *mut libc::c_void;
+            hdrs[k].write(message(name, q.dest.len(), iov));
         }
         let mut done = 0;
         let mut lost = 0;
         while done < n {
-            // SAFETY: headers [done, n) point at live buffers and addresses of the queue,
-            // which is not touched until the call returns.
+            // SAFETY: headers [done, n) are initialized and point at live buffers and
+            // addresses of the queue, which is not touched until the call returns.
             let r = unsafe {
                 libc::sendmmsg(
                     fd,
-                    hdrs[done..].as_mut_ptr(),
+                    hdrs[done..].as_mut_ptr().cast::<libc::mmsghdr>(),
                     (n - done) as libc::c_uint,
                     libc::MSG_DONTWAIT,
                 )
