@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use k8s_openapi::List;
 use k8s_openapi::api::core::v1::{Container, Pod};
 
 use crate::k8s::{Kube, exported, keep_logs, wait_for};
@@ -133,9 +132,7 @@ impl NodeCluster {
 
     /// Pods of `ns` matching `selector`: name → the pod object.
     pub fn pods(&self, ns: &str, selector: &str) -> BTreeMap<String, Pod> {
-        self.get_as::<List<Pod>>(&["pods", "-n", ns, "-l", selector])
-            .map(|l| l.items)
-            .unwrap_or_default()
+        self.list_as::<Pod>(&["pods", "-n", ns, "-l", selector])
             .into_iter()
             .map(|p| (p.metadata.name.clone().unwrap_or_default(), p))
             .collect()

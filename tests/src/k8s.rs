@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::List;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use serde_json::Value;
@@ -118,9 +117,25 @@ impl Kube {
     }
 
     /// `kubectl get ... -o json`, or None when it is not there.
-    /// `kubectl get ARGS -o json` as a typed object (`None` when absent or not a `K`).
+    /// `kubectl get ARGS -o json` as a typed object (`None` when absent). An object that is
+    /// not a `K` fails the test at once, naming what did not fit, instead of looking absent.
     pub fn get_as<K: serde::de::DeserializeOwned>(&self, args: &[&str]) -> Option<K> {
-        self.get(args).and_then(|v| serde_json::from_value(v).ok())
+        self.get(args).map(|v| typed(args, v))
+    }
+
+    /// The items of `kubectl get ARGS -o json` as typed objects (kubectl answers
+    /// `kind: List`, which k8s-openapi's `List<K>` refuses: it expects `PodList` and the
+    /// like). No answer is no items.
+    pub fn list_as<K: serde::de::DeserializeOwned>(&self, args: &[&str]) -> Vec<K> {
+        let items = self
+            .get(args)
+            .and_then(|mut v| v.get_mut("items").map(Value::take))
+            .and_then(|v| match v {
+                Value::Array(items) => Some(items),
+                _ => None,
+            })
+            .unwrap_or_default();
+        items.into_iter().map(|i| typed(args, i)).collect()
     }
 
     pub fn get(&self, args: &[&str]) -> Option<Value> {
@@ -136,11 +151,7 @@ impl Kube {
 
     /// Events (events.k8s.io) about object `name` in `ns`: `(reason, note)`.
     pub fn events_about(&self, ns: &str, name: &str) -> Vec<(String, String)> {
-        let events: List<Event> = self
-            .get_as(&["events.events.k8s.io", "-n", ns])
-            .unwrap_or_default();
-        events
-            .items
+        self.list_as::<Event>(&["events.events.k8s.io", "-n", ns])
             .into_iter()
             .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
             .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
@@ -224,6 +235,16 @@ pub fn keep_logs(dir: &Path) {
 }
 
 /// The condition `type_` of a conditions array: `(status, reason)`.
+/// `v` as a `K`, or a test failure naming the kubectl query and the field that did not fit.
+fn typed<K: serde::de::DeserializeOwned>(args: &[&str], v: Value) -> K {
+    serde_json::from_value(v).unwrap_or_else(|e| {
+        panic!(
+            "kubectl get {args:?}: not a {}: {e}",
+            std::any::type_name::<K>()
+        )
+    })
+}
+
 /// `(status, reason)` of condition `type_` among typed `conds`.
 pub fn condition_of(conds: &[Condition], type_: &str) -> Option<(String, String)> {
     conds

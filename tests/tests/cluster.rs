@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::gateways::Gateway;
-use k8s_openapi::List;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -459,9 +458,7 @@ fn by_pod(runs: &[ProbeRun]) -> BTreeMap<String, usize> {
 /// The addresses the Service's EndpointSlices list as ready.
 fn ready_endpoints(c: &NodeCluster, ns: &str, service: &str) -> BTreeSet<String> {
     let selector = format!("kubernetes.io/service-name={service}");
-    c.get_as::<List<EndpointSlice>>(&["endpointslices", "-n", ns, "-l", &selector])
-        .map(|l| l.items)
-        .unwrap_or_default()
+    c.list_as::<EndpointSlice>(&["endpointslices", "-n", ns, "-l", &selector])
         .into_iter()
         .flat_map(|s| s.endpoints)
         .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
