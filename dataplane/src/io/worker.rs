@@ -8,6 +8,7 @@ mod streams;
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
@@ -26,7 +27,6 @@ use crate::status::Status;
 
 use super::batch::{BATCH, BUF_LEN, Datagrams};
 use super::relay::{RELAY_BASE, RelayAddrs, RelayOpener, Reservations};
-use egress::Bytes;
 
 const WAKER: Token = Token(0);
 const LISTENER_BASE: usize = 1;
@@ -362,8 +362,7 @@ impl Worker {
         }
     }
 
-    fn listener_fd(&self, i: u16) -> Option<std::os::fd::RawFd> {
-        use std::os::fd::AsRawFd;
+    fn listener_fd(&self, i: u16) -> Option<RawFd> {
         self.listeners
             .get(i as usize)
             .and_then(|s| s.as_ref())
@@ -412,11 +411,9 @@ impl Worker {
                     ..
                 } = self;
                 let Some(r) = out.received(k) else { continue };
-                let Some(from) = r.from else { continue };
-                if r.truncated {
-                    shared.metrics.oversized.inc();
+                let Some(from) = egress::sender(&r, &shared.metrics) else {
                     continue;
-                }
+                };
                 let client = ClientKey {
                     listener,
                     transport: Transport::Udp,
@@ -429,14 +426,7 @@ impl Worker {
                 else {
                     continue;
                 };
-                egress::emit(
-                    out,
-                    &shared.metrics,
-                    t,
-                    Bytes::Pool(r.buf),
-                    Bytes::Answer,
-                    |conn, frame| streams.deliver(conn, frame, &shared.metrics),
-                );
+                egress::emit_received(out, streams, &shared.metrics, t, r.buf);
             }
             if n < want {
                 // A short batch means the queue is empty; skip the extra EAGAIN round trip.
@@ -450,7 +440,6 @@ impl Worker {
         /// Datagrams per receive call on a relay socket: a relay usually carries one flow,
         /// so large batches rarely fill, but more than one tells when the queue is empty.
         const RELAY_BATCH: usize = 8;
-        use std::os::fd::AsRawFd;
         let Some(alloc) = self.server.allocation_in(slot) else {
             return;
         };
@@ -489,23 +478,14 @@ impl Worker {
                     ..
                 } = self;
                 let Some(r) = out.received(k) else { continue };
-                let Some(peer) = r.from else { continue };
-                if r.truncated {
-                    shared.metrics.oversized.inc();
+                let Some(peer) = egress::sender(&r, &shared.metrics) else {
                     continue;
-                }
+                };
                 let frame = &mut out.buf_mut(r.buf)[..];
                 let Some(t) = server.handle_peer(now, alloc, peer, frame, r.len) else {
                     continue;
                 };
-                egress::emit(
-                    out,
-                    &shared.metrics,
-                    t,
-                    Bytes::Pool(r.buf),
-                    Bytes::Answer,
-                    |conn, frame| streams.deliver(conn, frame, &shared.metrics),
-                );
+                egress::emit_received(out, streams, &shared.metrics, t, r.buf);
             }
             if n < want {
                 return;

@@ -6,7 +6,8 @@
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 
-use crate::io::batch::{Datagrams, Via};
+use super::streams::Streams;
+use crate::io::batch::{Datagrams, Received, Via};
 use crate::io::relay::RelayOpener;
 use crate::metrics::Metrics;
 use crate::proto::{ClientKey, ConnId, Destination, Payload, Server, Transmit, Transport};
@@ -73,6 +74,35 @@ pub(super) fn emit(
     if !queued {
         metrics.send_failures.inc();
     }
+}
+
+/// A received datagram worth handling: its sender, unless it has none or was cut short
+/// (counted as oversized).
+pub(super) fn sender(r: &Received, metrics: &Metrics) -> Option<SocketAddr> {
+    if r.truncated {
+        metrics.oversized.inc();
+        return None;
+    }
+    r.from
+}
+
+/// [`emit`] for a datagram received into pool buffer `buf`: in-place payloads are there,
+/// answers in the next free buffer, and TCP/TLS clients' frames go to their connection.
+pub(super) fn emit_received(
+    out: &mut Datagrams,
+    streams: &mut Streams,
+    metrics: &Metrics,
+    t: Transmit,
+    buf: usize,
+) {
+    emit(
+        out,
+        metrics,
+        t,
+        Bytes::Pool(buf),
+        Bytes::Answer,
+        |conn, frame| streams.deliver(conn, frame, metrics),
+    );
 }
 
 /// Sends everything queued in `out`; each datagram's socket is looked up now, so one whose

@@ -245,7 +245,18 @@ impl<P: RelayPorts> Server<P> {
         match data.first().map(|b| b >> 6) {
             Some(0b01) => self.handle_channel_data(now, client, data),
             Some(0b00) => match Message::parse(data) {
-                Ok(msg) => self.handle_stun(now, client, &msg, out, ports),
+                Ok(msg) => match msg.class {
+                    Class::Request => {
+                        let reply = self.handle_request(now, client, &msg, out, ports);
+                        Transmit::to_client(client, reply)
+                    }
+                    Class::Indication if msg.method == method::SEND => {
+                        self.handle_send(now, client, &msg)
+                    }
+                    // Other indications carry nothing for a server; responses are never
+                    // sent to one. Both are ignored silently.
+                    Class::Indication | Class::Success | Class::Error => None,
+                },
                 Err(_) => {
                     self.stats.malformed += 1;
                     None
@@ -256,27 +267,6 @@ impl<P: RelayPorts> Server<P> {
                 None
             }
         }
-    }
-
-    fn handle_stun(
-        &mut self,
-        now: Now,
-        client: ClientKey,
-        msg: &Message<'_>,
-        out: &mut [u8],
-        ports: &mut P,
-    ) -> Option<Transmit> {
-        match msg.class {
-            Class::Request => {}
-            Class::Indication if msg.method == method::SEND => {
-                return self.handle_send(now, client, msg);
-            }
-            // Other indications carry nothing for a server; responses are never sent to
-            // one. Both are ignored silently.
-            Class::Indication | Class::Success | Class::Error => return None,
-        }
-        let reply = self.handle_request(now, client, msg, out, ports);
-        Transmit::to_client(client, reply)
     }
 
     fn handle_request(
