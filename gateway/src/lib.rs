@@ -4,6 +4,7 @@
 //! - [`objects`]: the set of objects the renderer reads, from whatever source.
 //! - [`render`]: the pure renderer (configs, statuses, managed Deployment/Service).
 
+pub mod bench;
 pub mod cds;
 pub mod crd;
 pub mod duration;

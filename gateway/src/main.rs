@@ -49,6 +49,9 @@ enum Command {
     Token(TokenArgs),
     /// A UDP echo backend: reflects every datagram to its sender (for tests and demos).
     Echo(EchoArgs),
+    /// Load generator: allocations × rate through a TURN server to an echo peer and back;
+    /// loss, reordering, RTT percentiles (or allocations per second, or held allocations).
+    Bench(turnpike_gateway::bench::BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -322,6 +325,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Command::Probe(a) => probe(a)?,
+        Command::Bench(a) => bench(&a)?,
         Command::Operator(a) => {
             let opts = operator_options(a);
             rt.block_on(turnpike_gateway::operator::run(opts))
@@ -426,6 +430,24 @@ fn operator_options(a: OperatorArgs) -> turnpike_gateway::operator::OperatorOpti
         lease_name: "turnpike-operator".into(),
         lease_duration: a.lease_duration,
     }
+}
+
+fn bench(a: &turnpike_gateway::bench::BenchArgs) -> anyhow::Result<()> {
+    use turnpike_gateway::bench;
+    if let Some(addr) = a.echo {
+        let bound = turnpike_gateway::echo::start(&[addr]).context("echo peer")?;
+        eprintln!("echo peer on {}", bound[0]);
+        loop {
+            std::thread::park();
+        }
+    }
+    let report = bench::run(a)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
 }
 
 fn probe(a: ProbeArgs) -> anyhow::Result<()> {
