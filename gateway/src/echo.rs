@@ -4,6 +4,9 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+
+use turnpike_dataplane::io::batch::{BATCH, BUF_LEN, Datagrams, Via};
 
 /// Binds every address and echoes on each from a thread of its own; returns the bound
 /// addresses (port 0 resolved). The threads run until the process exits.
@@ -15,26 +18,56 @@ pub fn start(addrs: &[SocketAddr]) -> io::Result<Vec<SocketAddr>> {
     let mut bound = Vec::with_capacity(sockets.len());
     for sock in sockets {
         bound.push(sock.local_addr()?);
-        std::thread::spawn(move || echo(&sock));
+        std::thread::spawn(move || echo(sock));
     }
     Ok(bound)
 }
 
-fn echo(sock: &UdpSocket) {
-    let mut buf = [0u8; 65536];
+/// Reflects datagrams in batches: one `recvmmsg` takes up to 32, one `sendmmsg` returns
+/// them, so the echo costs a load test little CPU of the machine it shares.
+fn echo(sock: UdpSocket) {
+    if let Err(e) = echo_batched(sock) {
+        tracing::error!(error = %e, "echo socket failed");
+    }
+}
+
+fn echo_batched(sock: UdpSocket) -> io::Result<()> {
+    sock.set_nonblocking(true)?;
+    let mut sock = mio::net::UdpSocket::from_std(sock);
+    let mut poll = mio::Poll::new()?;
+    poll.registry()
+        .register(&mut sock, mio::Token(0), mio::Interest::READABLE)?;
+    let mut events = mio::Events::with_capacity(4);
+    let mut pool = Datagrams::new();
+    let fd = sock.as_raw_fd();
     loop {
-        match sock.recv_from(&mut buf) {
-            // A failed send (the peer's port closed, a full buffer) loses one echo, as
-            // UDP may; the next datagram is served as usual.
-            Ok((n, from)) => {
-                let _ = sock.send_to(&buf[..n], from);
+        match poll.poll(&mut events, None) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        loop {
+            let n = match pool.recv(fd, BATCH, 0, BUF_LEN) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                // ICMP errors from an earlier send surface here on Linux; keep serving.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            for k in 0..n {
+                if let Some(got) = pool.received(k)
+                    && let Some(from) = got.from
+                    && !got.truncated
+                {
+                    pool.push(got.buf, 0..got.len, Via::Listener(0), from);
+                }
             }
-            // ICMP errors from an earlier send surface here on Linux; keep serving.
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                tracing::error!(error = %e, "echo socket failed");
-                return;
+            // A failed send (the peer's port closed, a full buffer) loses one echo, as UDP
+            // may; the next datagram is served as usual.
+            pool.flush(|_| Some(fd));
+            if n < BATCH {
+                break;
             }
         }
     }

@@ -447,6 +447,11 @@ fn bench(a: &turnpike_gateway::bench::BenchArgs) -> anyhow::Result<()> {
     } else {
         print!("{}", report.table());
     }
+    // Nothing measured is a failed run, whatever the table says.
+    anyhow::ensure!(
+        report.allocations > 0,
+        "no allocation succeeded (see the errors above)"
+    );
     Ok(())
 }
 

@@ -63,29 +63,11 @@ pub fn run(
             let Some(Some(c)) = cycles.get_mut(slot) else {
                 continue;
             };
-            if ev.is_writable() {
-                c.link.flush()?;
-            }
-            if !ev.is_readable() {
-                continue;
-            }
-            let mut send = false;
-            let session = &mut c.session;
-            let open = c.link.read(&mut rx, &mut |data: &[u8]| {
-                if !message::is_stun(data) {
-                    return;
-                }
-                if let Ok(msg) = Message::parse(data)
-                    && session.on_message(&msg, now) == Outcome::Send
-                {
-                    send = true;
-                }
-            })?;
-            if send {
-                c.link.send(c.session.request())?;
-            }
-            // The server closed the stream: the cycle in flight is lost.
-            if !open && let State::Waiting(step) = c.session.state {
+            let result = serve(c, ev, &mut rx, now);
+            // A connection the server closed or broke loses the cycle in flight.
+            if !matches!(result, Ok(true))
+                && let State::Waiting(step) = c.session.state
+            {
                 c.session.state = State::Failed(step, 0);
             }
         }
@@ -93,18 +75,21 @@ pub fn run(
         for (slot, entry) in cycles.iter_mut().enumerate() {
             let Some(c) = entry else { continue };
             if c.session.deadline().is_some_and(|d| d <= now) && c.session.on_timer(now) {
-                c.link.send(c.session.request())?;
+                // Only UDP retransmits, and a UDP send error loses just this datagram.
+                let _ = c.link.send(c.session.request());
             }
             let done = match c.session.state {
-                State::Ready if !c.refreshed => {
-                    c.refreshed = true;
-                    let req = c.session.begin(Step::Refresh, now);
-                    c.link.send(req)?;
-                    false
-                }
                 State::Ready => {
-                    let req = c.session.begin(Step::Delete, now);
-                    c.link.send(req)?;
+                    let step = if c.refreshed {
+                        Step::Delete
+                    } else {
+                        Step::Refresh
+                    };
+                    c.refreshed = true;
+                    let req = c.session.begin(step, now);
+                    if c.link.send(req).is_err() {
+                        c.session.state = State::Failed(step, 0);
+                    }
                     false
                 }
                 State::Closed => {
@@ -145,6 +130,37 @@ pub fn run(
     tally.cpu = thread_cpu();
     // The measured window is the time new cycles were started.
     Ok((tally, plan.duration.min(start.elapsed())))
+}
+
+/// Handles one readiness event of a cycle; `Ok(false)` when the server closed the stream.
+fn serve(
+    c: &mut Cycle,
+    ev: &mio::event::Event,
+    rx: &mut Datagrams,
+    now: Instant,
+) -> std::io::Result<bool> {
+    if ev.is_writable() {
+        c.link.flush()?;
+    }
+    if !ev.is_readable() {
+        return Ok(true);
+    }
+    let mut send = false;
+    let session = &mut c.session;
+    let open = c.link.read(rx, &mut |data: &[u8]| {
+        if !message::is_stun(data) {
+            return;
+        }
+        if let Ok(msg) = Message::parse(data)
+            && session.on_message(&msg, now) == Outcome::Send
+        {
+            send = true;
+        }
+    })?;
+    if send {
+        c.link.send(c.session.request())?;
+    }
+    Ok(open)
 }
 
 fn open(

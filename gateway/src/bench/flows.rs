@@ -36,6 +36,8 @@ struct Flow {
     id: u32,
     next_seq: u64,
     window: Window,
+    /// Its connection failed or was closed: it sends nothing more.
+    dead: bool,
 }
 
 struct Worker<'a> {
@@ -124,6 +126,7 @@ impl Worker<'_> {
                 id,
                 next_seq: 0,
                 window: Window::default(),
+                dead: false,
             });
         }
         let mut next = 0;
@@ -185,8 +188,22 @@ impl Worker<'_> {
 
     fn begin(&mut self, i: usize, step: Step, now: Instant) -> std::io::Result<()> {
         let f = &mut self.flows[i];
+        if f.dead {
+            return Ok(());
+        }
         let request = f.session.begin(step, now);
-        f.link.send(request)?;
+        // A stream that cannot take the request fails this session only; the poll
+        // reports the connection's error.
+        if let Err(e) = f.link.send(request) {
+            f.session.state = State::Failed(step, 0);
+            *self
+                .tally
+                .errors
+                .entry(format!("connection: {e}"))
+                .or_default() += 1;
+            f.dead = true;
+            f.link.close(self.poll.registry());
+        }
         Ok(())
     }
 
@@ -194,7 +211,8 @@ impl Worker<'_> {
     fn timers(&mut self, now: Instant) -> std::io::Result<()> {
         for f in &mut self.flows {
             if f.session.deadline().is_some_and(|d| d <= now) && f.session.on_timer(now) {
-                f.link.send(f.session.request())?;
+                // Only UDP retransmits, and a UDP send error loses just this datagram.
+                let _ = f.link.send(f.session.request());
             }
         }
         Ok(())
@@ -209,41 +227,25 @@ impl Worker<'_> {
             let Some(f) = self.flows.get_mut(i) else {
                 continue;
             };
-            if ev.is_writable() {
-                f.link.flush()?;
-            }
-            if !ev.is_readable() {
-                continue;
-            }
             let Worker {
                 rx, tally, plan, ..
             } = self;
-            let mut answer = false;
-            let Flow {
-                link,
-                session,
-                id,
-                window,
-                ..
-            } = f;
-            let mut rx_flow = Received {
-                session,
-                id: *id,
-                window,
+            let result = serve(f, ev, rx, tally, plan.epoch, now);
+            let reason = match result {
+                Ok(true) => continue,
+                Ok(false) => "closed by the server".to_string(),
+                Err(e) => e.to_string(),
             };
-            let open = link.read(rx, &mut |data: &[u8]| {
-                if on_frame(&mut rx_flow, data, now, plan.epoch, tally) {
-                    answer = true;
-                }
-            })?;
-            if answer {
-                f.link.send(f.session.request())?;
+            // Whatever was in flight on this connection is lost; the flow sends no more.
+            if let State::Waiting(step) = f.session.state {
+                f.session.state = State::Failed(step, 0);
             }
-            if !open {
-                // The server closed the stream: whatever was in flight is lost.
-                if let State::Waiting(step) = f.session.state {
-                    f.session.state = State::Failed(step, 0);
-                }
+            if !f.dead {
+                f.dead = true;
+                *tally
+                    .errors
+                    .entry(format!("connection: {reason}"))
+                    .or_default() += 1;
                 f.link.close(self.poll.registry());
             }
         }
@@ -304,12 +306,21 @@ impl Worker<'_> {
         let sent_at = now.saturating_duration_since(plan.epoch).as_nanos() as u64;
         for _ in 0..plan.burst {
             let f = &mut self.flows[i];
+            if f.dead {
+                return Ok(());
+            }
             let len = write_packet(&mut self.frame, plan, f, sent_at);
             f.next_seq += 1;
             self.tally.sent += 1;
             if f.link.is_stream() {
-                if !f.link.send(&self.frame[..len])? {
-                    self.tally.send_dropped += 1;
+                if let Err(e) = f.link.send(&self.frame[..len]) {
+                    f.dead = true;
+                    f.link.close(self.poll.registry());
+                    *self
+                        .tally
+                        .errors
+                        .entry(format!("connection: {e}"))
+                        .or_default() += 1;
                 }
                 continue;
             }
@@ -410,6 +421,45 @@ impl Worker<'_> {
             .fetch_add(received - self.published.1, Ordering::Relaxed);
         self.published = (sent, received);
     }
+}
+
+/// Handles one readiness event of a flow; `Ok(false)` when the server closed the stream.
+fn serve(
+    f: &mut Flow,
+    ev: &mio::event::Event,
+    rx: &mut Datagrams,
+    tally: &mut Tally,
+    epoch: Instant,
+    now: Instant,
+) -> std::io::Result<bool> {
+    if ev.is_writable() {
+        f.link.flush()?;
+    }
+    if !ev.is_readable() {
+        return Ok(true);
+    }
+    let mut answer = false;
+    let Flow {
+        link,
+        session,
+        id,
+        window,
+        ..
+    } = f;
+    let mut rx_flow = Received {
+        session,
+        id: *id,
+        window,
+    };
+    let open = link.read(rx, &mut |data: &[u8]| {
+        if on_frame(&mut rx_flow, data, now, epoch, tally) {
+            answer = true;
+        }
+    })?;
+    if answer {
+        f.link.send(f.session.request())?;
+    }
+    Ok(open)
 }
 
 /// Writes flow `f`'s next packet (ChannelData or a Send indication) into `buf`; returns
