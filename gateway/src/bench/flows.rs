@@ -129,6 +129,16 @@ impl Worker<'_> {
                 dead: false,
             });
         }
+        let mut now = now;
+        if plan.hold
+            && let Some(mark) = &plan.mark
+        {
+            // The kernel memory of the client sockets is on the books before any
+            // allocation, so what grows from here on is the server's.
+            mark.reached("open");
+            std::thread::sleep(Duration::from_secs(1));
+            now = Instant::now();
+        }
         let mut next = 0;
         let deadline = now + SETUP_TIMEOUT;
         let mut events = Events::with_capacity(1024);
@@ -365,7 +375,7 @@ impl Worker<'_> {
         let end = start + self.plan.duration;
         let mut events = Events::with_capacity(1024);
         if let Some(mark) = &self.plan.mark {
-            mark.held();
+            mark.reached("held");
         }
         loop {
             let left = end.saturating_duration_since(Instant::now());

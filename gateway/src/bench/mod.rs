@@ -134,8 +134,9 @@ pub struct BenchArgs {
     /// TLS: the server name to ask for and verify.
     #[arg(long, global = true, default_value = "localhost")]
     pub server_name: String,
-    /// `hold`: write `held` to this file once every allocation is open (for a harness
-    /// that measures the server's memory then).
+    /// `hold`: write `open` to this file once every client socket exists (then wait a
+    /// second) and `held` once every allocation is open, for a harness that measures the
+    /// server's memory, user space and kernel, between the two.
     #[arg(long, global = true)]
     pub mark: Option<PathBuf>,
     /// Print the report as JSON.
@@ -176,8 +177,10 @@ impl Credentials {
 pub struct Mark(PathBuf);
 
 impl Mark {
-    fn held(&self) {
-        if let Err(e) = std::fs::write(&self.0, "held\n") {
+    /// Replaces the file's content with `phase` (`open`: every client socket exists and
+    /// no allocation yet; `held`: every allocation is open).
+    fn reached(&self, phase: &str) {
+        if let Err(e) = std::fs::write(&self.0, format!("{phase}\n")) {
             tracing::warn!(file = %self.0.display(), error = %e, "cannot write the mark file");
         }
     }

@@ -97,6 +97,12 @@ impl Tally {
     }
 }
 
+/// Where the CDF is sampled: evenly to 0.99, then the tail in decades.
+const CDF_QUANTILES: [f64; 26] = [
+    0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8,
+    0.85, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999, 1.0,
+];
+
 /// Percentiles of a histogram, in microseconds.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Percentiles {
@@ -106,6 +112,8 @@ pub struct Percentiles {
     pub p99: u64,
     pub p999: u64,
     pub max: u64,
+    /// `[quantile, µs]` pairs from 0 to 1, for a CDF plot.
+    pub cdf: Vec<(f64, u64)>,
 }
 
 impl Percentiles {
@@ -120,6 +128,10 @@ impl Percentiles {
             p99: h.value_at_quantile(0.99),
             p999: h.value_at_quantile(0.999),
             max: h.max(),
+            cdf: CDF_QUANTILES
+                .iter()
+                .map(|&q| (q, h.value_at_quantile(q)))
+                .collect(),
         }
     }
 }
