@@ -6,7 +6,8 @@
 # checks formatting and lints, builds the release binary and the image, and runs every
 # test: the protocol core, RFC 5769 vectors, the fuzz corpora, the end-to-end tests with
 # real third-party clients on 127.0.0.1, the Kubernetes API suite and the single-node
-# cluster suite. Finally it runs a short side-by-side benchmark against coturn and the
+# cluster suite. Finally it runs a short side-by-side benchmark against coturn 4.6.1 and
+# 4.17.1 and STUNner (tests/bench/compare.sh --quick; stunnerd is built once, cached) and the
 # control-plane benchmarks (TURNPIKE_SKIP_BENCH=1 leaves them out). Every stage's time is
 # printed at its end and summed up last.
 set -euo pipefail
@@ -87,8 +88,9 @@ step "cluster: the image as pods on a real single-node cluster (tests/tests/clus
 cargo test --release -p turnpike-tests --test cluster 2>&1 | tee "$cache/cluster-test.log"
 
 if [ -z "${TURNPIKE_SKIP_BENCH:-}" ]; then
-  step "benchmark: Turnpike and coturn side by side (short run)"
-  tests/bench/uclient-vs-coturn.sh --clients 50 --messages 1000 --rounds 1
+  step "benchmark: Turnpike, coturn 4.6.1/4.17.1, STUNner side by side (short form)"
+  tests/bench/compare.sh --quick
+  step "benchmark: Turnpike and coturn over TURN-TCP and TURN-TLS (uclient)"
   tests/bench/uclient-vs-coturn.sh --transport tcp --clients 50 --messages 1000 --rounds 1
   # Over TLS at this rate coturn loses packets (about a quarter on a 2-core machine).
   tests/bench/uclient-vs-coturn.sh --transport tls --clients 50 --messages 1000 --rounds 1

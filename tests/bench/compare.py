@@ -244,9 +244,9 @@ def main():
 
 
 def hold(bench, server, n, log):
-    """Memory of n idle allocations: the server's RSS growth plus the kernel's (slab and
-    socket buffers) between the load generator's `open` mark (its own sockets exist) and
-    its `held` mark, on a freshly started server."""
+    """Memory of n idle allocations on a freshly started server: its RSS growth, plus the
+    kernel objects (slab caches: sockets, inodes, files, epoll items) created between the
+    load generator's `open` mark (its own sockets exist) and its `held` mark."""
     server.stop()
     server.start()
     mark = bench.work / f"{server.name}.mark"
@@ -256,20 +256,22 @@ def hold(bench, server, n, log):
            "--peer", f"127.0.0.1:{bench.peer}", "--sources", "127.2.0.0/16", "-d", "4s",
            "--mark", str(mark), "--json", "-q"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    kernel_open = wait_mark(mark, "open", proc) and sv.kernel_memory_kb()
+    slab_open = sv.slab_objects() if wait_mark(mark, "open", proc) else {}
     held_ok = wait_mark(mark, "held", proc)
     time.sleep(0.5)
-    kernel_held, rss1 = sv.kernel_memory_kb(), server.rss_kb()
+    slab_held, rss1 = sv.slab_objects(), server.rss_kb()
     out, err = proc.communicate(timeout=120)
     report = json.loads(out) if out.strip() else {"allocations": 0, "errors": {"bench": err[-500:]}}
     got = report.get("allocations", 0) if held_ok else 0
+    kernel, apart = sv.kernel_growth(slab_open, slab_held)
     user = (rss1 - rss0) * 1024 / got if got else 0
-    kernel = (kernel_held - kernel_open) * 1024 / got if got else 0
+    kernel = kernel / got if got else 0
     log(f"  {server.label:<24} {got} held  {user:>6.0f} B user + {kernel:>6.0f} B kernel "
         f"per allocation  errors {report.get('errors') or 'none'}")
     return {"allocations": got, "rss_before_kb": rss0, "rss_held_kb": rss1,
-            "kernel_delta_kb": kernel_held - kernel_open, "user_bytes_per_alloc": user,
-            "kernel_bytes_per_alloc": kernel, "bytes_per_alloc": user + kernel,
+            "user_bytes_per_alloc": user, "kernel_bytes_per_alloc": kernel,
+            "bytes_per_alloc": user + kernel,
+            "apart_bytes_per_alloc": {k: v / got for k, v in apart.items()} if got else {},
             "errors": report.get("errors", {})}
 
 

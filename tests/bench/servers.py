@@ -83,20 +83,33 @@ def machine_cpu_s(before, after):
     return sum(ns - before.get(key, 0) for key, ns in after.items()) / 1e9
 
 
-def kernel_memory_kb():
-    """Slab (socket structures, epoll items, files) plus socket buffer pages, in KiB."""
-    slab = 0
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("Slab:"):
-                slab = int(line.split()[1])
-    pages = 0
-    with open("/proc/net/sockstat") as f:
-        for line in f:
+# Slab caches that grow with a relay's sockets but are not the server's doing: procfs
+# inodes appear when something lists /proc/PID/fd (a monitor), and connection tracking is
+# the node's firewall, paid per 5-tuple by any server. Both are reported apart.
+NOT_THE_SERVERS = {"proc_inode_cache": "procfs", "nf_conntrack": "conntrack"}
+
+
+def slab_objects():
+    """{cache: (active objects, object size)} from /proc/slabinfo (needs root)."""
+    caches = {}
+    with open("/proc/slabinfo") as f:
+        for line in f.readlines()[2:]:
             parts = line.split()
-            if parts[0] in ("TCP:", "UDP:") and "mem" in parts:
-                pages += int(parts[parts.index("mem") + 1])
-    return slab + pages * (resource.getpagesize() // 1024)
+            caches[parts[0]] = (int(parts[1]), int(parts[3]))
+    return caches
+
+
+def kernel_growth(before, after):
+    """Bytes of kernel objects created between two slab_objects() snapshots: the
+    server's, and apart from them those of NOT_THE_SERVERS."""
+    own, apart = 0, {}
+    for cache, (n, size) in after.items():
+        grown = (n - before.get(cache, (0, size))[0]) * size
+        if cache in NOT_THE_SERVERS:
+            apart[NOT_THE_SERVERS[cache]] = grown
+        else:
+            own += grown
+    return own, apart
 
 
 def rss_kb(pid):
