@@ -1,5 +1,6 @@
 //! Allocation state: permissions and channel bindings (RFC 8656 §9, §12).
 
+use super::message::TransactionId;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -85,6 +86,12 @@ pub struct Allocation<R> {
     pub expires: Instant,
     pub permissions: Vec<Permission>,
     pub channels: Vec<Channel>,
+    /// The Allocate that created it, and what its answer granted: a retransmission of
+    /// that request is answered again from these (RFC 8656 §7.2), byte for byte, without
+    /// keeping the answer itself.
+    pub created_by: TransactionId,
+    pub granted_lifetime: u32,
+    pub reservation_token: Option<u64>,
 }
 
 impl<R> Allocation<R> {
@@ -126,6 +133,7 @@ impl<R> Allocation<R> {
         if self.permissions.len() >= max {
             return false;
         }
+        grow_by_doubling(&mut self.permissions);
         self.permissions.push(Permission {
             ip,
             expires,
@@ -133,6 +141,12 @@ impl<R> Allocation<R> {
             all_ports,
         });
         true
+    }
+
+    /// Adds a channel (the caller checked that neither its number nor its peer is bound).
+    pub fn bind_channel(&mut self, channel: Channel) {
+        grow_by_doubling(&mut self.channels);
+        self.channels.push(channel);
     }
 
     /// Drops expired permissions and channels past their cool-down.
@@ -163,5 +177,14 @@ impl<R> Allocation<R> {
                 None => false,
             });
         before - self.permissions.len() - self.channels.len()
+    }
+}
+
+/// Makes room for one more element, growing 1, 2, 4, 8…: `Vec::push` starts at 4, which
+/// for the one or two permissions and channels of a typical call holds a few hundred bytes
+/// per allocation that are never used.
+fn grow_by_doubling<T>(v: &mut Vec<T>) {
+    if v.len() == v.capacity() {
+        v.reserve_exact(v.len().max(1));
     }
 }

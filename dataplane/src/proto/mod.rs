@@ -15,7 +15,6 @@ pub mod nonce;
 pub mod ratelimit;
 pub mod server;
 pub mod stats;
-pub mod transactions;
 
 pub use access::{CounterId, Endpoint, RouteTable};
 pub use allocation::{AllocId, ClientKey, ConnId, Transport};

@@ -84,8 +84,42 @@ fn retransmitted_allocate_gets_the_same_answer_and_a_new_one_gets_437() {
     assert_eq!(a.class, Class::Success);
     assert_eq!(a.raw, b.raw, "byte-identical retransmission answer");
     assert_eq!(h.server.allocation_count(), 1);
+    // Rebuilt from the allocation, not kept: still the same answer after a Refresh
+    // changed the lifetime and time passed.
+    h.advance(5);
+    let r = h.request(&mut c, method::REFRESH, &|b| {
+        b.u32_attr(attr::LIFETIME, 900)
+    });
+    assert_eq!(r.class, Class::Success);
+    let again = h.reply(&c, &req).unwrap();
+    assert_eq!(a.raw, again.raw, "byte-identical after a refresh");
+    assert_eq!(h.server.take_stats().retransmits, 2);
     let r = h.request(&mut c, method::ALLOCATE, &udp);
     assert_eq!(r.code, Some(437));
+}
+
+#[test]
+fn retransmitted_permission_and_channel_requests_run_again_harmlessly() {
+    let mut h = Harness::with_config(config(""));
+    let mut c = h.client("192.0.2.7:4242", "alice");
+    allocate(&mut h, &mut c);
+    let permit = build(&mut c, method::CREATE_PERMISSION, &peer("10.0.0.9:1"), true);
+    let bind = build(
+        &mut c,
+        method::CHANNEL_BIND,
+        &|b: &mut MessageBuilder<'_>| {
+            b.attr(attr::CHANNEL_NUMBER, &[0x40, 0x00, 0, 0]);
+            b.xor_address(attr::XOR_PEER_ADDRESS, "10.0.0.9:2".parse().unwrap());
+        },
+        true,
+    );
+    for _ in 0..3 {
+        assert_eq!(h.reply(&c, &permit).unwrap().class, Class::Success);
+        assert_eq!(h.reply(&c, &bind).unwrap().class, Class::Success);
+    }
+    let (_, a) = h.server.allocations().next().unwrap();
+    // Permissions are per IP address: the channel's peer shares the one installed.
+    assert_eq!((a.permissions.len(), a.channels.len()), (1, 1), "{a:?}");
 }
 
 #[test]

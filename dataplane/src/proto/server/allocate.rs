@@ -1,10 +1,13 @@
 //! Allocate and Refresh (RFC 8656 §7): relay sockets from the shell, lifetimes, the
 //! per-user quota and draining.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::{Family, RelayPorts, RelayRequest, Reply, Request, Server, lifetime_secs};
-use crate::proto::allocation::{AllocId, Allocation};
+use super::{
+    Authenticated, Family, RelayPorts, RelayRequest, Reply, Request, Server, lifetime_secs,
+};
+use crate::proto::allocation::{AllocId, Allocation, ClientKey};
 use crate::proto::attr;
 use crate::proto::error::ErrorCode;
 use crate::proto::message::Message;
@@ -90,8 +93,19 @@ impl<P: RelayPorts> Server<P> {
     ) -> Reply {
         let (now, client, msg, auth) = req.parts();
         let a = Some(auth);
-        if self.by_client.contains_key(&client) {
-            return self.error(out, msg, ErrorCode::ALLOCATION_MISMATCH, a);
+        if let Some((_, existing)) = self.allocation_of(&client) {
+            // The request that created this allocation, again (its answer was lost): the
+            // same answer. Any other Allocate on this 5-tuple is a mismatch.
+            if existing.created_by != msg.transaction_id {
+                return self.error(out, msg, ErrorCode::ALLOCATION_MISMATCH, a);
+            }
+            let granted = Granted {
+                relay_addr: existing.relay_addr,
+                lifetime: existing.granted_lifetime,
+                reservation_token: existing.reservation_token,
+            };
+            self.stats.retransmits += 1;
+            return self.allocated(out, msg, auth, client, granted);
         }
         let request = match AllocateRequest::decode(msg) {
             Ok(r) => r,
@@ -137,14 +151,34 @@ impl<P: RelayPorts> Server<P> {
             expires: now.instant + Duration::from_secs(lifetime.into()),
             permissions: Vec::new(),
             channels: Vec::new(),
+            created_by: msg.transaction_id,
+            granted_lifetime: lifetime,
+            reservation_token: opened.reservation_token,
         });
         self.by_client.insert(client, id);
         self.stats.allocations_created += 1;
-        let token = opened.reservation_token;
+        let granted = Granted {
+            relay_addr,
+            lifetime,
+            reservation_token: opened.reservation_token,
+        };
+        self.allocated(out, msg, auth, client, granted)
+    }
+
+    /// The success answer to an Allocate: built the same way for the request and for any
+    /// retransmission of it.
+    fn allocated(
+        &self,
+        out: &mut [u8],
+        msg: &Message<'_>,
+        auth: &Authenticated,
+        client: ClientKey,
+        granted: Granted,
+    ) -> Reply {
         self.success(out, msg, auth, |b| {
-            b.xor_address(attr::XOR_RELAYED_ADDRESS, relay_addr);
-            b.u32_attr(attr::LIFETIME, lifetime);
-            if let Some(t) = token {
+            b.xor_address(attr::XOR_RELAYED_ADDRESS, granted.relay_addr);
+            b.u32_attr(attr::LIFETIME, granted.lifetime);
+            if let Some(t) = granted.reservation_token {
                 b.attr(attr::RESERVATION_TOKEN, &t.to_be_bytes());
             }
             b.xor_address(attr::XOR_MAPPED_ADDRESS, client.addr);
@@ -181,4 +215,12 @@ impl<P: RelayPorts> Server<P> {
         };
         self.success(out, msg, auth, |b| b.u32_attr(attr::LIFETIME, lifetime))
     }
+}
+
+/// What an Allocate answer tells the client.
+#[derive(Clone, Copy)]
+struct Granted {
+    relay_addr: SocketAddr,
+    lifetime: u32,
+    reservation_token: Option<u64>,
 }

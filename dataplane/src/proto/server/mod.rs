@@ -29,7 +29,6 @@ use super::message::{Class, Message, MessageBuilder, method};
 use super::nonce::NonceKey;
 use super::ratelimit::{CHALLENGE_BURST, CHALLENGE_RATE, SourceLimiter};
 use super::stats::Stats;
-use super::transactions::TransactionCache;
 
 pub use super::attr::Family;
 use auth::Authenticated;
@@ -152,7 +151,6 @@ pub struct Server<P: RelayPorts> {
     quota: Arc<UserQuota>,
     allocations: Slab<Allocation<P::Relay>>,
     by_client: HashMap<ClientKey, AllocId>,
-    transactions: TransactionCache,
     stats: Stats,
     draining: bool,
     indication_seq: u64,
@@ -171,7 +169,6 @@ impl<P: RelayPorts> Server<P> {
             quota,
             allocations: Slab::new(),
             by_client: HashMap::new(),
-            transactions: TransactionCache::default(),
             stats,
             draining: false,
             indication_seq: 0,
@@ -277,16 +274,6 @@ impl<P: RelayPorts> Server<P> {
         out: &mut [u8],
         ports: &mut P,
     ) -> Reply {
-        if msg.method != method::BINDING
-            && let Some(cached) =
-                self.transactions
-                    .get(&client, &msg.transaction_id, msg.raw(), now.instant)
-        {
-            let n = cached.len().min(out.len());
-            out[..n].copy_from_slice(&cached[..n]);
-            self.stats.retransmits += 1;
-            return Reply::Send(n);
-        }
         if let Some(reply) = self.reject_unknown_attributes(msg, out) {
             return reply;
         }
@@ -308,22 +295,17 @@ impl<P: RelayPorts> Server<P> {
                     msg,
                     auth: &auth,
                 };
-                let reply = match msg.method {
+                // Only Allocate is not idempotent: its retransmission is recognised by
+                // the allocation it created (see `allocate`). CreatePermission,
+                // ChannelBind and Refresh simply run again (a repeated delete gets 437,
+                // which RFC 8656 §7.3 tells clients to take as success), so no answer is
+                // kept per request.
+                match msg.method {
                     method::ALLOCATE => self.allocate(req, out, ports),
                     method::REFRESH => self.refresh(req, out, ports),
                     method::CREATE_PERMISSION => self.create_permission(req, out),
                     _ => self.channel_bind(req, out),
-                };
-                if let Reply::Send(len) = reply {
-                    self.transactions.insert(
-                        client,
-                        msg.transaction_id,
-                        msg.raw(),
-                        &out[..len],
-                        now.instant,
-                    );
                 }
-                reply
             }
             _ => self.error(out, msg, ErrorCode::UNSUPPORTED_METHOD, None),
         }
@@ -416,7 +398,7 @@ impl<P: RelayPorts> Server<P> {
         }
     }
 
-    /// Expires allocations, permissions, channels and cached transactions. Call about once
+    /// Expires allocations, permissions and channels. Call about once
     /// a second.
     pub fn tick(&mut self, now: Now, ports: &mut P) {
         let t = now.instant;
@@ -431,7 +413,6 @@ impl<P: RelayPorts> Server<P> {
         for (_, a) in self.allocations.iter_mut() {
             a.sweep(t);
         }
-        self.transactions.purge(t);
     }
 
     /// Applies a new configuration hitlessly: allocations on listeners that still exist keep
@@ -463,7 +444,6 @@ impl<P: RelayPorts> Server<P> {
                 self.by_client.insert(a.client, id);
             }
         }
-        self.transactions.clear();
         self.stats = Stats::new(config.counters.len());
         self.stats.peers_revoked += removed_peers as u64;
         self.config = config;

@@ -111,7 +111,7 @@ impl<P: RelayPorts> Server<P> {
                 c.expires = expires;
                 c.counter = counter;
             }
-            None => alloc.channels.push(Channel {
+            None => alloc.bind_channel(Channel {
                 number,
                 peer,
                 expires,
