@@ -137,7 +137,7 @@ def main():
     ap.add_argument("--stunnerd", default=os.environ.get("STUNNERD_BIN", ""))
     ap.add_argument("--baseline", default="", help="an earlier turnpike binary, as a fifth server")
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--load", type=int, default=0, help="fixed offered load, packets/s")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--out", default=str(ROOT / "target/bench"))
@@ -294,6 +294,16 @@ def mean(xs):
     return sum(xs) / len(xs) if xs else 0.0
 
 
+def median(xs):
+    """Tail latency of one round swings with whatever else the machine did; the median
+    round is the fair summary of several."""
+    xs = sorted(xs)
+    if not xs:
+        return 0.0
+    mid = len(xs) // 2
+    return float(xs[mid]) if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
+
+
 def summarize(res):
     out = {}
     for name in res["servers"]:
@@ -308,9 +318,9 @@ def summarize(res):
             "pkts_per_server_cpu_s": relayed / cpu if cpu else 0,
             "machine_cpu_us_per_pkt": 1e6 * machine / relayed if relayed else 0,
             "loss_percent": 100 * lost / sent if sent else 0,
-            "rtt_p50_us": mean(r["rtt_us"]["p50"] for r in fixed),
-            "rtt_p99_us": mean(r["rtt_us"]["p99"] for r in fixed),
-            "rtt_p999_us": mean(r["rtt_us"]["p999"] for r in fixed),
+            "rtt_p50_us": median(r["rtt_us"]["p50"] for r in fixed),
+            "rtt_p99_us": median(r["rtt_us"]["p99"] for r in fixed),
+            "rtt_p999_us": median(r["rtt_us"]["p999"] for r in fixed),
             "max_loss_free": res.get("search", {}).get(name, {}).get("max_loss_free"),
             "allocations_per_s": mean(r["allocations_per_s"] for r in res["allocate"][name]),
             "bytes_per_alloc": res["hold"][name]["bytes_per_alloc"],

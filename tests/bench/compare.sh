@@ -4,7 +4,7 @@
 # 1.2.1 (built here once from its Go module, cached under ~/.cache/turnpike/peers).
 #
 #   tests/bench/compare.sh --docs      the long form: regenerates docs/benchmarks.md and
-#                                      its plots (about 12 minutes on 2 cores)
+#                                      its plots (about 16 minutes on 2 cores)
 #   tests/bench/compare.sh --quick     the short form tests/run.sh runs (about 2 minutes)
 #
 # Other options go to tests/bench/compare.py (--rounds, --load, --baseline BIN, ...).

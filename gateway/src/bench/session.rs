@@ -292,3 +292,124 @@ impl Session {
         self.request.truncate(len);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use turnpike_dataplane::proto::ErrorCode;
+    use turnpike_dataplane::proto::integrity::{IntegrityKind, verify};
+
+    const PEER: &str = "10.0.0.9:5000";
+
+    fn session(bind: Bind, reliable: bool, now: Instant) -> Session {
+        let peer = PEER.parse().unwrap();
+        Session::new("1:u".into(), "pw".into(), bind, peer, 600, reliable, now)
+    }
+
+    /// A server answer to the request in flight.
+    fn answer(s: &Session, class: Class, body: impl FnOnce(&mut MessageBuilder<'_>)) -> Vec<u8> {
+        let req = Message::parse(s.request()).unwrap();
+        let mut buf = vec![0u8; 512];
+        let mut b = MessageBuilder::new(&mut buf, req.method, class, &req.transaction_id);
+        body(&mut b);
+        let n = b.finish(true).unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    fn feed(s: &mut Session, bytes: &[u8], now: Instant) -> Outcome {
+        s.on_message(&Message::parse(bytes).unwrap(), now)
+    }
+
+    #[test]
+    fn takes_the_challenge_signs_allocates_and_binds_a_channel() {
+        let t0 = Instant::now();
+        let mut s = session(Bind::Channel(0x4000), false, t0);
+        let first = Message::parse(s.begin(Step::Allocate, t0)).unwrap();
+        assert_eq!(first.method, method::ALLOCATE);
+        assert!(
+            !first.has(attr::MESSAGE_INTEGRITY),
+            "unsigned before the challenge"
+        );
+
+        let challenge = answer(&s, Class::Error, |b| {
+            b.error_code(ErrorCode::UNAUTHORIZED);
+            b.attr(attr::REALM, b"bench");
+            b.attr(attr::NONCE, b"n0nce");
+        });
+        assert_eq!(feed(&mut s, &challenge, t0), Outcome::Send);
+        let signed = Message::parse(s.request()).unwrap();
+        assert_eq!(signed.method, method::ALLOCATE);
+        assert_eq!(signed.get(attr::USERNAME), Some(&b"1:u"[..]));
+        assert_eq!(signed.get(attr::NONCE), Some(&b"n0nce"[..]));
+        let key = Key::long_term(PasswordAlgorithm::Md5, "1:u", "bench", "pw");
+        assert!(verify(&signed, key.as_bytes(), IntegrityKind::Sha1));
+
+        let relayed: SocketAddr = "192.0.2.1:50000".parse().unwrap();
+        let ok = answer(&s, Class::Success, |b| {
+            b.xor_address(attr::XOR_RELAYED_ADDRESS, relayed)
+        });
+        let t1 = t0 + Duration::from_millis(3);
+        // Allocated: the ChannelBind goes next, in the same call.
+        assert_eq!(feed(&mut s, &ok, t1), Outcome::Send);
+        assert_eq!(s.relayed, Some(relayed));
+        let bind = Message::parse(s.request()).unwrap();
+        assert_eq!(bind.method, method::CHANNEL_BIND);
+        assert_eq!(bind.get(attr::CHANNEL_NUMBER), Some(&[0x40, 0, 0, 0][..]));
+        assert!(verify(&bind, key.as_bytes(), IntegrityKind::Sha1));
+
+        let bound = answer(&s, Class::Success, |_| {});
+        assert_eq!(feed(&mut s, &bound, t1), Outcome::Done);
+        assert_eq!(s.state, State::Ready);
+        assert_eq!(s.ready_after, Some(Duration::from_millis(3)));
+        assert_eq!(s.challenges, 1);
+    }
+
+    #[test]
+    fn answers_to_another_transaction_are_ignored_and_errors_fail_the_step() {
+        let t0 = Instant::now();
+        let mut s = session(Bind::Permission, false, t0);
+        s.begin(Step::Allocate, t0);
+        let mut tid = Message::parse(s.request()).unwrap().transaction_id;
+        tid[11] ^= 1;
+        let mut stale = vec![0u8; 128];
+        let b = MessageBuilder::new(&mut stale, method::ALLOCATE, Class::Success, &tid);
+        let n = b.finish(true).unwrap();
+        assert_eq!(feed(&mut s, &stale[..n], t0), Outcome::Ignored);
+        assert_eq!(s.state, State::Waiting(Step::Allocate));
+        let refused = answer(&s, Class::Error, |b| b.error_code(ErrorCode::FORBIDDEN));
+        assert_eq!(feed(&mut s, &refused, t0), Outcome::Failed(403));
+        assert_eq!(s.state, State::Failed(Step::Allocate, 403));
+    }
+
+    #[test]
+    fn udp_retransmits_with_backoff_then_gives_up() {
+        let t0 = Instant::now();
+        let mut s = session(Bind::None, false, t0);
+        s.begin(Step::Allocate, t0);
+        assert!(!s.on_timer(t0 + Duration::from_millis(249)), "not yet");
+        let mut at = t0;
+        let mut rto = FIRST_RTO;
+        for _ in 1..TRIES_UDP {
+            at += rto;
+            assert!(s.on_timer(at), "retransmit at {:?}", at - t0);
+            rto *= 2;
+        }
+        assert_eq!(s.retransmissions, u32::from(TRIES_UDP) - 1);
+        assert!(!s.on_timer(at + rto));
+        assert_eq!(s.state, State::Failed(Step::Allocate, 0));
+        assert_eq!(s.deadline(), None);
+    }
+
+    #[test]
+    fn streams_never_retransmit_but_time_out() {
+        let t0 = Instant::now();
+        let mut s = session(Bind::None, true, t0);
+        s.begin(Step::Allocate, t0);
+        assert!(!s.on_timer(t0 + Duration::from_secs(1)));
+        assert_eq!(s.state, State::Waiting(Step::Allocate));
+        assert!(!s.on_timer(t0 + STREAM_TIMEOUT));
+        assert_eq!(s.state, State::Failed(Step::Allocate, 0));
+        assert_eq!(s.retransmissions, 0);
+    }
+}
