@@ -129,9 +129,13 @@ def write_docs(res, root, source, argv):
     add("| server | user space (RSS growth) | kernel (slab objects) | apart: conntrack, procfs |")
     add("|---|---|---|---|")
     for name, h in hold.items():
-        apart = ", ".join(f"{k} {v:,.0f}" for k, v in h.get("apart_bytes_per_alloc", {}).items())
+        apart = ", ".join(f"{k} {max(v, 0):,.0f}"
+                          for k, v in h.get("apart_bytes_per_alloc", {}).items())
         add(f"| {label[name]} | {h['user_bytes_per_alloc']:,.0f} | "
             f"{h['kernel_bytes_per_alloc']:,.0f} | {apart or '–'} |")
+    add("")
+    add("Where Turnpike's CPU goes per packet, what was tried to lower it and what the "
+        "profile says would: [performance.md](performance.md).")
     add("")
     add("## What each number is")
     add("")
