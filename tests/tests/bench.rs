@@ -13,6 +13,16 @@ use turnpike_tests::{
 };
 
 const SECRET: &str = "bench-secret";
+/// 10 allocations × 100 packets at 500/s each: 1,000 echoes in about 0.2 s.
+const SMALL_LOAD: [&str; 6] = ["-n", "10", "--packets", "100", "--rate", "500"];
+
+/// `bench` with the small load against `server`, plus `extra`.
+fn small_load(server: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["--server", server];
+    args.extend(SMALL_LOAD);
+    args.extend(extra);
+    bench(&args)
+}
 
 fn bench(args: &[&str]) -> Output {
     Command::new("timeout")
@@ -97,36 +107,15 @@ fn relays_over_tcp_and_tls() {
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, &ca.cert_pem).unwrap();
     let tcp_server = format!("127.0.0.1:{tcp}");
-    let r = report(&bench(&[
-        "--server",
-        &tcp_server,
-        "--transport",
-        "tcp",
-        "-n",
-        "10",
-        "--packets",
-        "100",
-        "--rate",
-        "500",
-    ]));
+    let r = report(&small_load(&tcp_server, &["--transport", "tcp"]));
     assert_lossless(&r, 10);
     assert_eq!(r["sent"], 1000);
     let tls_server = format!("127.0.0.1:{tls}");
     let ca_arg = ca_file.to_str().unwrap();
-    let r = report(&bench(&[
-        "--server",
+    let r = report(&small_load(
         &tls_server,
-        "--transport",
-        "tls",
-        "--ca",
-        ca_arg,
-        "-n",
-        "10",
-        "--packets",
-        "100",
-        "--rate",
-        "500",
-    ]));
+        &["--transport", "tls", "--ca", ca_arg],
+    ));
     assert_lossless(&r, 10);
     // A certificate for another name fails every connection, and the run with it.
     let out = bench(&[
@@ -262,16 +251,7 @@ fn relays_through_coturn_without_loss() {
     let _coturn = Proc::spawn("turnserver", &mut cmd);
     std::thread::sleep(Duration::from_millis(800));
     let server = format!("127.0.0.1:{port}");
-    let r = report(&bench(&[
-        "--server",
-        &server,
-        "-n",
-        "10",
-        "--packets",
-        "100",
-        "--rate",
-        "500",
-    ]));
+    let r = report(&small_load(&server, &[]));
     assert_lossless(&r, 10);
     // Many sources: coturn keeps a deleted allocation's 5-tuple for a while and answers
     // 437 to a new client that the kernel gave the same ephemeral port.

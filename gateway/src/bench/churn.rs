@@ -139,10 +139,7 @@ fn serve(
     rx: &mut Datagrams,
     now: Instant,
 ) -> std::io::Result<bool> {
-    if ev.is_writable() {
-        c.link.flush()?;
-    }
-    if !ev.is_readable() {
+    if !c.link.ready(ev)? {
         return Ok(true);
     }
     let mut send = false;

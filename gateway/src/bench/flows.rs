@@ -442,10 +442,7 @@ fn serve(
     epoch: Instant,
     now: Instant,
 ) -> std::io::Result<bool> {
-    if ev.is_writable() {
-        f.link.flush()?;
-    }
-    if !ev.is_readable() {
+    if !f.link.ready(ev)? {
         return Ok(true);
     }
     let mut answer = false;

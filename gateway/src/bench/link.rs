@@ -150,6 +150,15 @@ impl Link {
         }
     }
 
+    /// Handles a readiness event's write side (a stream drains what it holds); returns
+    /// whether there is something to read.
+    pub fn ready(&mut self, ev: &mio::event::Event) -> io::Result<bool> {
+        if ev.is_writable() {
+            self.flush()?;
+        }
+        Ok(ev.is_readable())
+    }
+
     /// Writes what a stream holds as far as the socket takes it.
     pub fn flush(&mut self) -> io::Result<()> {
         match self {
