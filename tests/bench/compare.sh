@@ -18,7 +18,14 @@ bin="${TURNPIKE_BIN:-$root/target/release/turnpike}"
 
 need=()
 command -v turnutils_uclient >/dev/null || need+=(coturn)
-c417="${COTURN_417_BIN:-$root/../shared/peers/coturn-4.17.1/bin/turnserver}"
+# coturn 4.17.1 sits beside the repository in this workplace (../shared/peers); a clone
+# elsewhere finds it through COTURN_417_BIN or the workplace's own path.
+c417="${COTURN_417_BIN:-}"
+for candidate in "$root/../shared/peers/coturn-4.17.1/bin/turnserver" \
+                 /work/shared/peers/coturn-4.17.1/bin/turnserver; do
+  if [ -z "$c417" ] && [ -x "$candidate" ]; then c417=$candidate; fi
+done
+c417=${c417:-$root/../shared/peers/coturn-4.17.1/bin/turnserver}
 if [ -x "$c417" ] && ldd "$c417" | grep -q 'not found'; then
   need+=(libevent-2.1-7 libevent-openssl-2.1-7 libevent-pthreads-2.1-7 libevent-extra-2.1-7
          libmicrohttpd12 libsqlite3-0 libpq5)
