@@ -304,13 +304,19 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     ))
 }
 
+/// A progress line every [`PROGRESS_EVERY`] while the load threads run (checked every
+/// 100 ms, so a short run ends without waiting for the next line).
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
 fn progress<T>(handles: &[std::thread::JoinHandle<T>], live: &Live, mode: &str, started: Instant) {
     let mut last = (0, 0, 0);
+    let mut next = started + PROGRESS_EVERY;
     while !handles.iter().all(|h| h.is_finished()) {
         std::thread::sleep(Duration::from_millis(100));
-        if started.elapsed().as_millis() % 2000 >= 100 {
+        if Instant::now() < next {
             continue;
         }
+        next += PROGRESS_EVERY;
         let now = (
             live.sent.load(Ordering::Relaxed),
             live.received.load(Ordering::Relaxed),
