@@ -100,7 +100,7 @@ pub fn run(
                     true
                 }
                 State::Failed(step, code) => {
-                    tally.error(super::flows::step_name(step), code);
+                    tally.error(step.name(), code);
                     true
                 }
                 State::Waiting(_) => false,
@@ -123,7 +123,7 @@ pub fn run(
     }
     for c in cycles.iter_mut().flatten() {
         if let State::Waiting(step) = c.session.state {
-            tally.error(super::flows::step_name(step), 0);
+            tally.error(step.name(), 0);
         }
         c.link.close(poll.registry());
     }

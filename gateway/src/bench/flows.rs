@@ -107,14 +107,10 @@ impl Worker<'_> {
                 Token(i),
             )?;
             let (username, password) = plan.credentials.for_flow(id);
-            let bind = match plan.bind {
-                Bind::Channel(_) => Bind::Channel(channel::MIN_CHANNEL),
-                other => other,
-            };
             let session = Session::new(
                 username,
                 password,
-                bind,
+                plan.bind,
                 plan.peer,
                 plan.lifetime,
                 link.is_stream(),
@@ -146,7 +142,7 @@ impl Worker<'_> {
             let now = Instant::now();
             let mut busy = self.in_flight();
             while next < self.flows.len() && busy < SETUP_WINDOW {
-                self.begin(next, Step::Allocate, now)?;
+                self.begin(next, Step::Allocate, now);
                 next += 1;
                 busy += 1;
             }
@@ -154,7 +150,7 @@ impl Worker<'_> {
                 break;
             }
             self.turn(&mut events, Some(Duration::from_millis(5)))?;
-            self.timers(Instant::now())?;
+            self.timers(Instant::now());
         }
         for f in &mut self.flows {
             match f.session.state {
@@ -164,8 +160,8 @@ impl Worker<'_> {
                         self.tally.setup(t);
                     }
                 }
-                State::Failed(step, code) => self.tally.error(step_name(step), code),
-                State::Waiting(step) => self.tally.error(step_name(step), 0),
+                State::Failed(step, code) => self.tally.error(step.name(), code),
+                State::Waiting(step) => self.tally.error(step.name(), 0),
                 State::Closed => {}
             }
             self.tally.retransmissions += u64::from(f.session.retransmissions);
@@ -196,10 +192,10 @@ impl Worker<'_> {
             .count()
     }
 
-    fn begin(&mut self, i: usize, step: Step, now: Instant) -> std::io::Result<()> {
+    fn begin(&mut self, i: usize, step: Step, now: Instant) {
         let f = &mut self.flows[i];
         if f.dead {
-            return Ok(());
+            return;
         }
         let request = f.session.begin(step, now);
         // A stream that cannot take the request fails this session only; the poll
@@ -214,18 +210,16 @@ impl Worker<'_> {
             f.dead = true;
             f.link.close(self.poll.registry());
         }
-        Ok(())
     }
 
     /// Retransmits what is due; counts a session that ran out of tries as failed.
-    fn timers(&mut self, now: Instant) -> std::io::Result<()> {
+    fn timers(&mut self, now: Instant) {
         for f in &mut self.flows {
             if f.session.deadline().is_some_and(|d| d <= now) && f.session.on_timer(now) {
                 // Only UDP retransmits, and a UDP send error loses just this datagram.
                 let _ = f.link.send(f.session.request());
             }
         }
-        Ok(())
     }
 
     /// One poll: reads whatever arrived and hands it on.
@@ -392,7 +386,7 @@ impl Worker<'_> {
         let now = Instant::now();
         for i in 0..self.flows.len() {
             if self.flows[i].session.state == State::Ready {
-                self.begin(i, Step::Delete, now)?;
+                self.begin(i, Step::Delete, now);
             }
         }
         let end = now + DELETE_TIMEOUT;
@@ -407,7 +401,7 @@ impl Worker<'_> {
                 break;
             }
             self.turn(&mut events, Some(Duration::from_millis(10)))?;
-            self.timers(Instant::now())?;
+            self.timers(Instant::now());
         }
         for f in &mut self.flows {
             match f.session.state {
@@ -473,10 +467,10 @@ fn serve(
 /// its length.
 fn write_packet(buf: &mut [u8], plan: &Plan, f: &Flow, sent_at: u64) -> usize {
     match plan.bind {
-        Bind::Channel(_) => {
+        Bind::Channel(number) => {
             let payload = &mut buf[channel::HEADER_LEN..channel::HEADER_LEN + plan.size];
             packet::write(payload, f.id, f.next_seq, sent_at);
-            channel::write_header(buf, channel::MIN_CHANNEL, plan.size);
+            channel::write_header(buf, number, plan.size);
             channel::HEADER_LEN + plan.size
         }
         _ => {
@@ -547,13 +541,4 @@ fn measure(f: &mut Received<'_>, payload: &[u8], now: Instant, epoch: Instant, t
     }
     let sent = epoch + Duration::from_nanos(p.sent_at);
     tally.rtt(now.saturating_duration_since(sent));
-}
-
-pub(super) fn step_name(step: Step) -> &'static str {
-    match step {
-        Step::Allocate => "allocate",
-        Step::Bind => "bind",
-        Step::Refresh => "refresh",
-        Step::Delete => "delete",
-    }
 }

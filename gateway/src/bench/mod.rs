@@ -247,7 +247,7 @@ pub struct Live {
 /// Runs a benchmark and returns its report.
 pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     let mode = args.mode.unwrap_or(Mode::Relay);
-    let (plan, _echo) = plan(args, mode)?;
+    let plan = plan(args, mode)?;
     let plan = Arc::new(plan);
     let live = Arc::new(Live::default());
     let threads = args.threads.max(1);
@@ -336,7 +336,7 @@ fn progress<T>(handles: &[std::thread::JoinHandle<T>], live: &Live, mode: &str, 
     }
 }
 
-fn plan(args: &BenchArgs, mode: Mode) -> Result<(Plan, Option<Vec<SocketAddr>>), BenchError> {
+fn plan(args: &BenchArgs, mode: Mode) -> Result<Plan, BenchError> {
     if args.size < packet::HEADER || args.size > 8192 {
         return Err(BenchError::Invalid(format!(
             "--size {}: between {} and 8192 bytes",
@@ -379,13 +379,11 @@ fn plan(args: &BenchArgs, mode: Mode) -> Result<(Plan, Option<Vec<SocketAddr>>),
             ));
         }
     };
-    let (peer, echo) = match args.peer {
-        Some(p) => (p, None),
-        None => {
-            let bound = crate::echo::start(&[SocketAddr::from(([127, 0, 0, 1], 0))])
-                .map_err(BenchError::Echo)?;
-            (bound[0], Some(bound))
-        }
+    // The in-process echo's thread runs until the process exits.
+    let peer = match args.peer {
+        Some(p) => p,
+        None => crate::echo::start(&[SocketAddr::from(([127, 0, 0, 1], 0))])
+            .map_err(BenchError::Echo)?[0],
     };
     let per_allocation = match (args.flat_out, args.total_rate) {
         (true, _) => None,
@@ -407,27 +405,24 @@ fn plan(args: &BenchArgs, mode: Mode) -> Result<(Plan, Option<Vec<SocketAddr>>),
     } else {
         Bind::Channel(turnpike_dataplane::proto::channel::MIN_CHANNEL)
     };
-    Ok((
-        Plan {
-            server: args.server,
-            transport: args.transport,
-            tls,
-            credentials,
-            peer,
-            sources: args.sources,
-            bind,
-            size: args.size,
-            interval,
-            burst: args.burst,
-            packets: args.packets,
-            duration: args.duration,
-            drain: args.drain,
-            // Long enough that nothing needs refreshing during a run.
-            lifetime: 3600,
-            hold,
-            mark: args.mark.clone().map(Mark),
-            epoch: Instant::now(),
-        },
-        echo,
-    ))
+    Ok(Plan {
+        server: args.server,
+        transport: args.transport,
+        tls,
+        credentials,
+        peer,
+        sources: args.sources,
+        bind,
+        size: args.size,
+        interval,
+        burst: args.burst,
+        packets: args.packets,
+        duration: args.duration,
+        drain: args.drain,
+        // Long enough that nothing needs refreshing during a run.
+        lifetime: 3600,
+        hold,
+        mark: args.mark.clone().map(Mark),
+        epoch: Instant::now(),
+    })
 }

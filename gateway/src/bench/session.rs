@@ -31,6 +31,18 @@ pub enum Step {
     Delete,
 }
 
+impl Step {
+    /// How reports name the step (errors are counted as `"<step>: <code>"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Allocate => "allocate",
+            Step::Bind => "bind",
+            Step::Refresh => "refresh",
+            Step::Delete => "delete",
+        }
+    }
+}
+
 /// Where a session is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
