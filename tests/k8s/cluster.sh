@@ -20,13 +20,15 @@
 #   - "internet": namespace "tpk-inet", 198.18.254.2, joined to the node at 198.18.254.1; it
 #     routes the load-balancer range 198.18.253.0/24 to the node, as a cloud LB would;
 #   - cluster DNS: CoreDNS on the node IP (kubelet clusterDNS).
-# One cluster per machine at a time. Binaries are cached under ~/.cache/turnpike by version.
+# One cluster per machine at a time (start removes one left by a dead owner and waits for a
+# live one). Binaries are cached under ~/.cache/turnpike by version.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=tests/k8s/build.sh
 . "$root/tests/k8s/build.sh"
 run="${TURNPIKE_CLUSTER_DIR:-$cache/cluster-run}"
+owner_pid=${TURNPIKE_CLUSTER_OWNER:-$PPID}
 
 NODE_NS=tpk-node
 INET_NS=tpk-inet
@@ -390,6 +392,49 @@ import_image() { # archive
   ctr_cmd images import --snapshotter overlayfs "$1" >&2
 }
 
+cluster_present() { ip netns list | grep -qw "$NODE_NS" || ip link show "$HOST_IF" >/dev/null 2>&1; }
+
+process_start_time() { # pid -> its start time in clock ticks (field 22), empty if gone
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+  stat=${stat##*) }
+  # shellcheck disable=SC2086
+  set -- $stat
+  echo "${20}"
+}
+
+# The owner of the cluster that is up, if that process still lives ("" otherwise). A pid
+# is only the owner while its start time matches the one recorded: pids are reused.
+live_owner() {
+  local pid started
+  read -r pid started < "$run/owner" 2>/dev/null || return 0
+  [ -n "$pid" ] && [ -n "$started" ] && [ "$(process_start_time "$pid")" = "$started" ] && echo "$pid"
+  return 0
+}
+
+# One cluster per machine: a cluster whose owner died (a killed test run, a machine
+# stopped mid-run) is removed; one whose owner still runs is waited for, up to
+# TURNPIKE_CLUSTER_WAIT seconds (default 30 minutes: one cluster suite), then start fails.
+claim_machine() {
+  local waited=0 limit=${TURNPIKE_CLUSTER_WAIT:-1800} owner
+  while cluster_present; do
+    owner=$(live_owner)
+    if [ -z "$owner" ]; then
+      log "removing a cluster whose owner is gone ($(cat "$run/owner" 2>/dev/null || echo "no owner recorded"))"
+      stop_everything
+      rm -rf "$run"
+      continue
+    fi
+    if [ "$waited" -ge "$limit" ]; then
+      log "a cluster owned by running pid $owner is still up after ${limit}s (tests/k8s/cluster.sh stop removes it)"
+      exit 1
+    fi
+    [ "$waited" -eq 0 ] && log "a cluster owned by running pid $owner is up; waiting for it to stop"
+    sleep 5
+    waited=$((waited + 5))
+  done
+}
+
 start() {
   command -v go >/dev/null || { log "go is required to build the fixture"; exit 2; }
   [ "$(id -u)" -eq 0 ] || { log "the cluster needs root (namespaces, mounts, cgroups)"; exit 2; }
@@ -400,12 +445,11 @@ start() {
   with_build_lock build_coredns
   with_build_lock build_pause
   kubectl_bin >/dev/null
-  if ip netns list | grep -qw "$NODE_NS" || ip link show "$HOST_IF" >/dev/null 2>&1; then
-    log "a cluster is already running on this machine (tests/k8s/cluster.sh stop removes it)"
-    exit 1
-  fi
+  claim_machine
   rm -rf "$run"
   mkdir -p "$run"
+  # Who owns this cluster: the process that ran start (the test binary, or your shell).
+  echo "$owner_pid $(process_start_time "$owner_pid")" > "$run/owner"
   # From here on a failure must not leave anything behind.
   trap 'log "start failed; logs in $run (kept until stop)"; stop_everything' ERR
   make_pki
