@@ -343,7 +343,7 @@ impl Worker {
                     let old = std::mem::take(&mut self.listeners);
                     self.bind_listeners(&cfg, old);
                     self.server
-                        .apply_config(cfg.server.clone(), &mut self.relays);
+                        .apply_config(cfg.server.clone(), Instant::now(), &mut self.relays);
                     self.remap_connections(&cfg);
                     self.config = cfg;
                 }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::access::{CounterId, RouteTable};
 use super::integrity::Key;
+use super::offload::Offloaded;
 
 pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
 pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
@@ -71,6 +72,8 @@ pub struct Channel {
     pub peer: SocketAddr,
     pub expires: Instant,
     pub counter: CounterId,
+    /// What the kernel holds for this channel (`None`: relayed in userspace only).
+    pub offloaded: Option<Offloaded>,
 }
 
 #[derive(Debug)]
@@ -149,15 +152,17 @@ impl<R> Allocation<R> {
         self.channels.push(channel);
     }
 
-    /// Drops expired permissions and channels past their cool-down.
+    /// Drops expired permissions and channels past their cool-down (by then the kernel no
+    /// longer holds them: a channel leaves it when it expires, see `offload::sync`).
     pub fn sweep(&mut self, now: Instant) {
         self.permissions.retain(|p| p.expires > now);
         self.channels.retain(|c| c.expires + CHANNEL_COOLDOWN > now);
     }
 
     /// Re-checks permissions and channels against a new route table; returns how many were
-    /// removed because their peer is no longer allowed.
-    pub fn recheck(&mut self, routes: &RouteTable) -> usize {
+    /// removed because their peer is no longer allowed. The numbers of removed channels the
+    /// kernel held go to `unoffloaded`.
+    pub fn recheck(&mut self, routes: &RouteTable, unoffloaded: &mut Vec<u16>) -> usize {
         let before = self.permissions.len() + self.channels.len();
         self.permissions
             .retain_mut(|p| match routes.match_ip(p.ip) {
@@ -174,7 +179,12 @@ impl<R> Allocation<R> {
                     c.counter = counter;
                     true
                 }
-                None => false,
+                None => {
+                    if c.offloaded.is_some() {
+                        unoffloaded.push(c.number);
+                    }
+                    false
+                }
             });
         before - self.permissions.len() - self.channels.len()
     }

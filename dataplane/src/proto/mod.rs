@@ -12,6 +12,7 @@ pub mod framing;
 pub mod integrity;
 pub mod message;
 pub mod nonce;
+pub mod offload;
 pub mod ratelimit;
 pub mod server;
 pub mod stats;
@@ -23,6 +24,7 @@ pub use config::{Limits, ListenerPolicy, ServerConfig, UserQuota};
 pub use error::{ErrorCode, ParseError, RelayError};
 pub use message::{Class, Message, MessageBuilder};
 pub use nonce::NonceKey;
+pub use offload::{ChannelRoute, OffloadEvent, Offloaded};
 pub use server::{
     Destination, Family, Now, OpenedRelay, PEER_HEADROOM, PEER_TAILROOM, Payload, RelayPorts,
     RelayRequest, Server, Transmit,

@@ -130,6 +130,12 @@ impl Harness {
         let now = self.now();
         self.server.tick(now, &mut self.ports);
     }
+    /// Applies `cfg` as the shell does on a config change, at the harness's time.
+    pub fn apply_config(&mut self, cfg: ServerConfig) {
+        let now = self.now().instant;
+        self.server
+            .apply_config(Arc::new(cfg), now, &mut self.ports);
+    }
     pub fn client(&self, addr: &str, user: &str) -> Client {
         let username = format!("{}:{user}", UNIX + 3600);
         Client {

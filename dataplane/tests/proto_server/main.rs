@@ -6,11 +6,11 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod harness;
+mod offload;
 
 use common::{Client, build, tid_of};
 use harness::{Harness, UNIX, allocate, config, peer, udp};
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use turnpike_dataplane::proto::auth::rest_password;
@@ -432,7 +432,7 @@ fn new_config_keeps_allocations_and_revokes_unrouted_peers() {
     // Rotated secret: the allocation keeps working with the key it was created with.
     narrowed.credentials = turnpike_dataplane::proto::Credentials::Ephemeral(vec!["new".into()]);
     let _ = h.server.take_stats();
-    h.server.apply_config(Arc::new(narrowed), &mut h.ports);
+    h.apply_config(narrowed);
     assert_eq!(h.server.allocation_count(), 1);
     let a = h.server.allocations().next().unwrap().1;
     assert_eq!(a.permissions.len(), 1);
@@ -455,7 +455,7 @@ fn removing_a_listener_removes_its_allocations() {
     allocate(&mut h, &mut c);
     let mut cfg = config("").as_ref().clone();
     cfg.listeners.remove(0);
-    h.server.apply_config(Arc::new(cfg), &mut h.ports);
+    h.apply_config(cfg);
     assert_eq!(h.server.allocation_count(), 0);
     assert!(h.ports.open.is_empty());
 }
@@ -559,7 +559,7 @@ fn a_realm_change_keeps_allocations_refreshable() {
     allocate(&mut h, &mut c);
     let mut cfg = config("").as_ref().clone();
     cfg.realm = "new.example".into();
-    h.server.apply_config(Arc::new(cfg), &mut h.ports);
+    h.apply_config(cfg);
     // The old realm and key still refresh the allocation they created.
     let r = h.request(&mut c, method::REFRESH, &|_| {});
     assert_eq!(r.class, Class::Success, "{r:?}");

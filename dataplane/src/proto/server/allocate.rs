@@ -211,6 +211,7 @@ impl<P: RelayPorts> Server<P> {
             if let Some(x) = self.allocation_mut(id) {
                 x.expires = now.instant + Duration::from_secs(l.into());
             }
+            self.sync_offload(id, now.instant);
             l
         };
         self.success(out, msg, auth, |b| b.u32_attr(attr::LIFETIME, lifetime))

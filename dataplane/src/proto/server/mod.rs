@@ -27,6 +27,7 @@ use super::config::{ServerConfig, UserQuota};
 use super::error::{ErrorCode, RelayError};
 use super::message::{Class, Message, MessageBuilder, method};
 use super::nonce::NonceKey;
+use super::offload::{self, OffloadEvent};
 use super::ratelimit::{CHALLENGE_BURST, CHALLENGE_RATE, SourceLimiter};
 use super::stats::Stats;
 
@@ -157,6 +158,10 @@ pub struct Server<P: RelayPorts> {
     /// Generation of the next allocation's [`AllocId`].
     generation: u32,
     challenges: SourceLimiter,
+    /// Whether the shell relays channels in the kernel; then every change of what may be
+    /// relayed there is queued in `offload_events` for the shell to apply.
+    offload: bool,
+    offload_events: Vec<OffloadEvent>,
 }
 
 impl<P: RelayPorts> Server<P> {
@@ -174,6 +179,29 @@ impl<P: RelayPorts> Server<P> {
             indication_seq: 0,
             generation: 0,
             challenges,
+            offload: false,
+            offload_events: Vec::new(),
+        }
+    }
+
+    /// Turns kernel offload on or off; existing channels are installed or removed.
+    pub fn set_offload(&mut self, enabled: bool, now: Instant) {
+        self.offload = enabled;
+        for (_, a) in self.allocations.iter_mut() {
+            offload::sync(a, enabled, now, &mut self.offload_events);
+        }
+    }
+
+    /// What the kernel must install and remove, oldest first: apply them in this order
+    /// before relaying further.
+    pub fn offload_events(&mut self) -> std::vec::Drain<'_, OffloadEvent> {
+        self.offload_events.drain(..)
+    }
+
+    /// Re-evaluates what the kernel may relay for allocation `id` after its state changed.
+    fn sync_offload(&mut self, id: AllocId, now: Instant) {
+        if let Some(a) = live_mut(&mut self.allocations, id) {
+            offload::sync(a, self.offload, now, &mut self.offload_events);
         }
     }
 
@@ -379,6 +407,7 @@ impl<P: RelayPorts> Server<P> {
             return;
         }
         let a = self.allocations.remove(id.slot());
+        offload::remove_all(&a, &mut self.offload_events);
         if self.by_client.get(&a.client) == Some(&id) {
             self.by_client.remove(&a.client);
         }
@@ -411,14 +440,16 @@ impl<P: RelayPorts> Server<P> {
             self.remove_allocation(id, ports);
         }
         for (_, a) in self.allocations.iter_mut() {
+            offload::sync(a, self.offload, t, &mut self.offload_events);
             a.sweep(t);
         }
     }
 
     /// Applies a new configuration hitlessly: allocations on listeners that still exist keep
-    /// their relay; permissions and channels whose peer is no longer routed are removed.
-    /// Call [`Server::take_stats`] first: counter indexes change with the config.
-    pub fn apply_config(&mut self, config: Arc<ServerConfig>, ports: &mut P) {
+    /// their relay; permissions and channels whose peer is no longer routed are removed
+    /// (from the kernel too, at once). Call [`Server::take_stats`] first: counter indexes
+    /// change with the config.
+    pub fn apply_config(&mut self, config: Arc<ServerConfig>, now: Instant, ports: &mut P) {
         let remap: Vec<Option<u16>> = self
             .config
             .listeners
@@ -438,9 +469,17 @@ impl<P: RelayPorts> Server<P> {
             };
             if let Some(a) = live_mut(&mut self.allocations, id) {
                 a.client.listener = l;
+                let mut unoffloaded = Vec::new();
                 if let Some(routes) = config.routes_of(l) {
-                    removed_peers += a.recheck(routes);
+                    removed_peers += a.recheck(routes, &mut unoffloaded);
                 }
+                self.offload_events.extend(
+                    unoffloaded
+                        .into_iter()
+                        .map(|channel| OffloadEvent::Remove { alloc: id, channel }),
+                );
+                // Counters are renumbered with the config: the kernel's entries follow.
+                offload::sync(a, self.offload, now, &mut self.offload_events);
                 self.by_client.insert(a.client, id);
             }
         }

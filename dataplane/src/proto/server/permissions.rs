@@ -50,6 +50,7 @@ impl<P: RelayPorts> Server<P> {
         for (ip, m) in granted {
             alloc.permit(ip, m.counter, m.all_ports, now.instant, max);
         }
+        self.sync_offload(id, now.instant);
         self.success(out, msg, auth, |_| {})
     }
 
@@ -116,8 +117,10 @@ impl<P: RelayPorts> Server<P> {
                 peer,
                 expires,
                 counter,
+                offloaded: None,
             }),
         }
+        self.sync_offload(id, now.instant);
         self.success(out, msg, auth, |_| {})
     }
 
