@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Turnpike's whole test suite on a fresh machine. It installs what the tests need
 # (Debian's coturn, Chromium, wrk, buildah/podman, runc, the CNI plugins and nftables, a
-# Python venv with aioice/aiortc under ~/.cache, playwright-core from npm, and the
+# Python venv with aioice/aiortc under ~/.cache, playwright-core from npm, clang and
+# libbpf-dev for the kernel relay, and the
 # Kubernetes, containerd, CoreDNS and helm binaries built from their Go modules, cached),
 # checks formatting and lints, builds the release binary and the image, and runs every
 # test: the protocol core, RFC 5769 vectors, the fuzz corpora, the end-to-end tests with
@@ -42,6 +43,11 @@ command -v nft >/dev/null 2>&1 || packages+=(nftables)
 command -v conntrack >/dev/null 2>&1 || packages+=(conntrack)
 command -v iptables >/dev/null 2>&1 || packages+=(iptables)
 [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || packages+=(libc6-dev)
+# Kernel offload: the eBPF object is rebuilt and compared (clang, libbpf-dev); the netns
+# tests turn veth offloads on and off (ethtool).
+command -v clang >/dev/null 2>&1 || packages+=(clang)
+[ -f /usr/include/bpf/bpf_helpers.h ] || packages+=(libbpf-dev)
+command -v ethtool >/dev/null 2>&1 || packages+=(ethtool)
 if [ ${#packages[@]} -gt 0 ]; then
   step "apt-get install ${packages[*]}"
   "${sudo_cmd[@]}" apt-get update -qq

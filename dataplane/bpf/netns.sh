@@ -45,6 +45,8 @@ up() {
   ip -n "$c" -6 route add default via 2001:2:0:10::1
   ip -n "$x" route add default via 198.18.20.1
   ip -n "$x" -6 route add default via 2001:2:0:20::1
+  # As in a pod: the gateway namespace does not forward (new namespaces may inherit it).
+  ip netns exec "$g" sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0
   ip netns exec "$g" ethtool -K "$p-g0" tx off >/dev/null
   ip netns exec "$g" ethtool -K "$p-g1" tx off >/dev/null
   # Receivers verify every checksum themselves rather than trust the veth.

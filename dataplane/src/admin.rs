@@ -13,7 +13,7 @@ use serde::Serialize;
 use turnpike_contract::admin::{self, ReadyCheck};
 
 use crate::metrics::Metrics;
-use crate::status::{Status, StatusDetail};
+use crate::status::{OffloadStatus, Status, StatusDetail};
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -62,6 +62,7 @@ struct StatusBody {
     generation: u64,
     workers: usize,
     allocations: u64,
+    offload: OffloadStatus,
     #[serde(flatten)]
     detail: StatusDetail,
 }
@@ -79,6 +80,12 @@ async fn status(State(s): State<AdminState>) -> Response {
         generation: s.status.generation.load(Relaxed),
         workers: s.workers,
         allocations: s.metrics.active_allocations(),
+        offload: s
+            .status
+            .offload
+            .lock()
+            .map(|o| o.clone())
+            .unwrap_or_default(),
         detail,
     })
     .into_response()

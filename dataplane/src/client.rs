@@ -22,6 +22,15 @@ pub enum ClientError {
     Malformed,
 }
 
+/// Data a peer sent, as the client received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relayed {
+    pub peer: SocketAddr,
+    pub payload: Vec<u8>,
+    /// The channel it came on; `None` for a Data indication.
+    pub channel: Option<u16>,
+}
+
 pub struct TurnClient {
     sock: UdpSocket,
     server: SocketAddr,
@@ -158,8 +167,16 @@ impl TurnClient {
 
     /// Allocates a UDP relay; returns the relayed address.
     pub fn allocate(&mut self) -> Result<SocketAddr, ClientError> {
+        self.allocate_family(false)
+    }
+
+    /// Allocates a UDP relay of the given family (REQUESTED-ADDRESS-FAMILY for IPv6).
+    pub fn allocate_family(&mut self, ipv6: bool) -> Result<SocketAddr, ClientError> {
         let resp = self.request(method::ALLOCATE, &|b| {
-            b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+            b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+            if ipv6 {
+                b.attr(attr::REQUESTED_ADDRESS_FAMILY, &[2, 0, 0, 0]);
+            }
         })?;
         let msg = Message::parse(&resp).map_err(|_| ClientError::Malformed)?;
         msg.get(attr::XOR_RELAYED_ADDRESS)
@@ -214,13 +231,22 @@ impl TurnClient {
 
     /// Waits for relayed data (Data indication or ChannelData): `(peer, payload)`.
     pub fn recv(&self, timeout: Duration) -> Result<(SocketAddr, Vec<u8>), ClientError> {
+        self.recv_relayed(timeout).map(|r| (r.peer, r.payload))
+    }
+
+    /// Waits for relayed data and says how it came.
+    pub fn recv_relayed(&self, timeout: Duration) -> Result<Relayed, ClientError> {
         let deadline = Instant::now() + timeout;
         let mut buf = [0u8; 2048];
         while let Some(n) = self.recv_until(deadline, &mut buf)? {
             let data = &buf[..n];
             if let Ok((number, payload)) = channel::parse(data) {
                 if let Some(peer) = self.channels.get(&number) {
-                    return Ok((*peer, payload.to_vec()));
+                    return Ok(Relayed {
+                        peer: *peer,
+                        payload: payload.to_vec(),
+                        channel: Some(number),
+                    });
                 }
                 continue;
             }
@@ -230,7 +256,11 @@ impl TurnClient {
                 && let (Some(p), Some(d)) = (msg.get(attr::XOR_PEER_ADDRESS), msg.get(attr::DATA))
                 && let Ok(peer) = attr::decode_xor_address(p, &msg.transaction_id)
             {
-                return Ok((peer, d.to_vec()));
+                return Ok(Relayed {
+                    peer,
+                    payload: d.to_vec(),
+                    channel: None,
+                });
             }
         }
         Err(ClientError::Timeout)

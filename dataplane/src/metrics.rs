@@ -3,8 +3,8 @@
 //! the registry. One field and one help line per metric; names and labels are the ones
 //! dashboards already use (a test scrapes and compares them).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -13,6 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use turnpike_contract::admin::{self, Scrape};
 
+use crate::offload::{Kernel, KernelEvents};
 use crate::proto::{RelayCount, Stats};
 use crate::status::Status;
 
@@ -22,12 +23,98 @@ struct Reason {
     reason: &'static str,
 }
 
-/// Relay counters' labels: the listener, the UDPRoute, and `to_peer` or `to_client`.
+/// Relay counters' labels: the listener, the UDPRoute, `to_peer` or `to_client`, and
+/// whether userspace or the kernel (offload) relayed it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RelayLabels {
     listener: String,
     route: String,
     direction: &'static str,
+    path: &'static str,
+}
+
+/// Kernel offload: what it holds and what it passed up to userspace, and why.
+pub struct OffloadMetrics {
+    /// Bindings the kernel relays, per worker (each worker writes only its own slot).
+    pub bindings: Vec<AtomicU64>,
+    bindings_gauge: Gauge,
+    active: Gauge,
+    pub refused: Counter,
+    passed: Family<Reason, Counter>,
+    kernel: OnceLock<Arc<Kernel>>,
+    /// The kernel's event counters when last scraped (they are absolute).
+    last_events: Mutex<KernelEvents>,
+}
+
+impl OffloadMetrics {
+    const PASSED: [&'static str; 5] = [
+        "expired",
+        "no_route",
+        "not_exact",
+        "adjust_failed",
+        "partial_checksum",
+    ];
+
+    fn new(r: &mut Registry, workers: usize) -> Self {
+        let passed: Family<Reason, Counter> = admin::register(
+            r,
+            "turnpike_offload_passed_packets",
+            "Packets of kernel bindings passed up to userspace, by reason.",
+        );
+        for reason in Self::PASSED {
+            reason_counter(&passed, reason);
+        }
+        OffloadMetrics {
+            bindings: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            bindings_gauge: admin::register(
+                r,
+                "turnpike_offload_bindings",
+                "Channel bindings the kernel relays (offload).",
+            ),
+            active: admin::register(
+                r,
+                "turnpike_offload_active",
+                "1 when the kernel relay (TC or XDP) is attached.",
+            ),
+            refused: admin::register(
+                r,
+                "turnpike_offload_refused",
+                "Channel bindings the kernel could not take (relayed in userspace).",
+            ),
+            passed,
+            kernel: OnceLock::new(),
+            last_events: Mutex::new(KernelEvents::default()),
+        }
+    }
+
+    /// The kernel relay is attached: its counters are read on every scrape.
+    pub fn attach(&self, kernel: Arc<Kernel>) {
+        self.active.set(1);
+        let _ = self.kernel.set(kernel);
+    }
+
+    fn scrape(&self) {
+        let total: u64 = self.bindings.iter().map(|b| b.load(Relaxed)).sum();
+        self.bindings_gauge
+            .set(i64::try_from(total).unwrap_or(i64::MAX));
+        let (Some(k), Ok(mut last)) = (self.kernel.get(), self.last_events.lock()) else {
+            return;
+        };
+        let now = k.events();
+        let counts = |e: &KernelEvents| {
+            [
+                e.expired,
+                e.no_route,
+                e.not_exact,
+                e.adjust_failed,
+                e.partial_checksum,
+            ]
+        };
+        for ((reason, new), old) in Self::PASSED.iter().zip(counts(&now)).zip(counts(&last)) {
+            reason_counter(&self.passed, reason).inc_by(new.saturating_sub(old));
+        }
+        *last = now;
+    }
 }
 
 pub struct Metrics {
@@ -53,6 +140,7 @@ pub struct Metrics {
     pub dropped_no_permission: Counter,
     pub send_failures: Counter,
     pub streams: StreamMetrics,
+    pub offload: OffloadMetrics,
     relayed_packets: Family<RelayLabels, Counter>,
     relayed_bytes: Family<RelayLabels, Counter>,
 }
@@ -238,14 +326,16 @@ impl Metrics {
         let relayed_packets: Family<RelayLabels, Counter> = admin::register(
             &mut r,
             "turnpike_relayed_packets",
-            "Packets relayed, by listener, route and direction.",
+            "Packets relayed, by listener, route, direction and path (userspace or kernel).",
         );
         let relayed_bytes: Family<RelayLabels, Counter> = admin::register(
             &mut r,
             "turnpike_relayed_bytes",
-            "Payload bytes relayed, by listener, route and direction.",
+            "Payload bytes relayed, by listener, route, direction and path (userspace or kernel).",
         );
+        let offload = OffloadMetrics::new(&mut r, workers);
         Metrics {
+            offload,
             status,
             allocations: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             allocations_active,
@@ -298,7 +388,17 @@ impl Metrics {
             .inc_by(stats.challenges_suppressed);
         self.allocations_created.inc_by(stats.allocations_created);
         self.allocations_deleted.inc_by(stats.allocations_deleted);
-        for (count, (listener, route)) in stats.relay.iter().zip(labels) {
+        self.add_relayed(&stats.relay, labels, "userspace");
+    }
+
+    /// Adds relay counts (`labels[i]` names `counts[i]`) relayed on `path`.
+    pub fn add_relayed(
+        &self,
+        counts: &[RelayCount],
+        labels: &[(String, String)],
+        path: &'static str,
+    ) {
+        for (count, (listener, route)) in counts.iter().zip(labels) {
             if *count == RelayCount::default() {
                 continue;
             }
@@ -310,6 +410,7 @@ impl Metrics {
                     listener: listener.clone(),
                     route: route.clone(),
                     direction,
+                    path,
                 };
                 self.relayed_packets.get_or_create(&labels).inc_by(packets);
                 self.relayed_bytes.get_or_create(&labels).inc_by(bytes);
@@ -326,6 +427,7 @@ impl Scrape for Metrics {
         self.config_generation
             .set(gauge(self.status.generation.load(Relaxed)));
         self.ready.set(i64::from(self.status.is_ready()));
+        self.offload.scrape();
         admin::encode(&self.registry)
     }
 }

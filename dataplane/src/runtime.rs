@@ -18,8 +18,9 @@ use crate::io::{
     self, ActiveConfig, Command, ListenerRuntime, StreamLimits, WorkerHandle, WorkerShared,
 };
 use crate::metrics::Metrics;
+use crate::offload::{self, Kernel, OffloadMode};
 use crate::proto::{NonceKey, UserQuota};
-use crate::status::{CertificateStatus, ListenerStatus, Status, StatusDetail};
+use crate::status::{CertificateStatus, ListenerStatus, OffloadStatus, Status, StatusDetail};
 use crate::tls;
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +55,8 @@ pub struct Options {
     pub admin: SocketAddr,
     /// After SIGTERM, how long existing allocations may keep relaying.
     pub drain_timeout: Duration,
+    /// Kernel offload of established channels.
+    pub offload: OffloadMode,
 }
 
 /// The runtime view of a config: what workers bind and where relays live.
@@ -101,9 +104,20 @@ impl Dataplane {
     /// A dataplane that serves nothing until [`Dataplane::apply`] gives it a config; until
     /// then `/readyz` says so.
     pub fn new(workers: usize) -> Self {
+        Self::with_offload(workers, OffloadMode::None)
+    }
+
+    /// As [`Dataplane::new`], relaying established channels in the kernel when `offload`
+    /// asks for it and the kernel allows it; otherwise (logged, and shown in `/status` and
+    /// `turnpike_offload_active`) everything is relayed in userspace.
+    pub fn with_offload(workers: usize, offload: OffloadMode) -> Self {
         let worker_count = workers.max(1);
         let status = Arc::new(Status::default());
         let metrics = Arc::new(Metrics::new(worker_count, status.clone()));
+        let kernel = start_offload(offload, &status);
+        if let Some(k) = &kernel {
+            metrics.offload.attach(k.clone());
+        }
         let shared = WorkerShared {
             nonce: NonceKey::new(rand::random()),
             quota: Arc::new(UserQuota::default()),
@@ -111,6 +125,7 @@ impl Dataplane {
             admission: Arc::new(io::Admission::new(rand::random())),
             metrics: metrics.clone(),
             status: status.clone(),
+            offload: kernel,
         };
         Dataplane {
             workers: Vec::new(),
@@ -180,6 +195,45 @@ impl Dataplane {
             w.join();
         }
     }
+}
+
+/// Loads and attaches the kernel relay when `mode` asks for it.
+fn start_offload(mode: OffloadMode, status: &Status) -> Option<Arc<Kernel>> {
+    let mut shown = OffloadStatus {
+        requested: mode.to_string(),
+        active: OffloadMode::None.to_string(),
+        ..OffloadStatus::default()
+    };
+    let kernel = if mode == OffloadMode::None {
+        None
+    } else {
+        match Kernel::load(mode, &offload::default_interfaces()) {
+            Ok(k) => {
+                let a = k.attached();
+                tracing::info!(mode = %a.mode, interfaces = ?a.interfaces, "kernel offload attached");
+                for w in &a.warnings {
+                    tracing::warn!(warning = %w, "kernel offload limited");
+                }
+                shown.active = a.mode.to_string();
+                shown.interfaces = a.interfaces.clone();
+                shown.warnings = a.warnings.clone();
+                Some(Arc::new(k))
+            }
+            Err(e) => {
+                if mode == OffloadMode::Auto {
+                    tracing::info!(reason = %e, "kernel offload unavailable; relaying in userspace");
+                } else {
+                    tracing::warn!(reason = %e, "kernel offload unavailable; relaying in userspace");
+                }
+                shown.reason = Some(e.to_string());
+                None
+            }
+        }
+    };
+    if let Ok(mut o) = status.offload.lock() {
+        *o = shown;
+    }
+    kernel
 }
 
 fn publish_status(status: &Status, cfg: &DataplaneConfig, active: &ActiveConfig, source: &str) {
@@ -314,7 +368,8 @@ pub async fn run(opts: Options, source: ConfigSource) -> Result<(), RuntimeError
             let name = path.display().to_string();
             let cfg = DataplaneConfig::from_file(&path)?;
             let mut last_text = std::fs::read_to_string(&path).unwrap_or_default();
-            let mut dp = Dataplane::start(cfg, workers, &name).map_err(RuntimeError::Workers)?;
+            let mut dp = Dataplane::with_offload(workers, opts.offload);
+            dp.apply(cfg, &name).map_err(RuntimeError::Workers)?;
             spawn_admin(&dp, opts.admin, workers).await?;
             let (reload_tx, mut reload_rx) = mpsc::channel::<()>(1);
             let _watcher = spawn_watcher(&path, reload_tx)?;
@@ -334,7 +389,7 @@ pub async fn run(opts: Options, source: ConfigSource) -> Result<(), RuntimeError
             dp
         }
         ConfigSource::Cds(cds) => {
-            let mut dp = Dataplane::new(workers);
+            let mut dp = Dataplane::with_offload(workers, opts.offload);
             spawn_admin(&dp, opts.admin, workers).await?;
             let name = format!("cds {}", cds.server);
             let mut events = client::subscribe(cds).map_err(RuntimeError::Cds)?;

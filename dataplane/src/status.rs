@@ -13,6 +13,25 @@ pub struct Status {
     pub applied: AtomicBool,
     pub draining: AtomicBool,
     pub detail: Mutex<StatusDetail>,
+    pub offload: Mutex<OffloadStatus>,
+}
+
+/// Kernel offload as `/status` shows it.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OffloadStatus {
+    /// `None`, `TC`, `XDP` or `Auto`, as asked for.
+    pub requested: String,
+    /// `TC` or `XDP` when the kernel relays; `None` otherwise.
+    pub active: String,
+    /// The interfaces it is attached to.
+    pub interfaces: Vec<String>,
+    /// Why it is not active although asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What limits it while active.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

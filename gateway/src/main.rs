@@ -234,6 +234,9 @@ struct RunArgs {
     /// Worker threads per dataplane (default: CPU cores).
     #[arg(long)]
     workers: Option<usize>,
+    /// Kernel offload for the dataplanes: None, TC, XDP or Auto (see `turnpike dataplane`).
+    #[arg(long, default_value = "None")]
+    offload: turnpike_dataplane::offload::OffloadMode,
 }
 
 #[derive(clap::Args)]
@@ -273,6 +276,12 @@ struct DataplaneArgs {
     /// After SIGTERM, how long existing allocations may keep relaying (e.g. 30s, 5m).
     #[arg(long, default_value = "60s", value_parser = turnpike_gateway::duration::parse, env = "TURNPIKE_DRAIN_TIMEOUT")]
     drain_timeout: Duration,
+    /// Relay established UDP channel bindings in the kernel: None, TC, XDP or Auto (TC
+    /// when the kernel and capabilities allow, else userspace). Needs CAP_BPF and
+    /// CAP_NET_ADMIN and Linux 6.6+; without them the dataplane says why and relays in
+    /// userspace.
+    #[arg(long, default_value = "None", env = "TURNPIKE_OFFLOAD")]
+    offload: turnpike_dataplane::offload::OffloadMode,
 }
 
 fn init_tracing(format: LogFormat) {
@@ -308,6 +317,7 @@ fn main() -> anyhow::Result<()> {
                     cds: a.cds,
                     auth: a.auth,
                     workers: a.workers.unwrap_or(cores),
+                    offload: a.offload,
                 },
             ))
             .context("turnpike run")?;
@@ -379,6 +389,7 @@ fn main() -> anyhow::Result<()> {
                     workers,
                     admin: a.admin,
                     drain_timeout: a.drain_timeout,
+                    offload: a.offload,
                 },
                 source,
             ))

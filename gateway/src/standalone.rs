@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use turnpike_dataplane::offload::OffloadMode;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use notify::Watcher as _;
@@ -58,6 +59,8 @@ pub struct RunOptions {
     /// Where the auth service (`/ice-config`) listens.
     pub auth: SocketAddr,
     pub workers: usize,
+    /// Kernel offload for the dataplanes (`--offload`).
+    pub offload: OffloadMode,
 }
 
 /// What `/status` on the control-plane admin shows and `turnpike status` prints.
@@ -102,6 +105,7 @@ pub(crate) fn now_time() -> Time {
 struct LocalDataplanes {
     running: BTreeMap<String, LocalDataplane>,
     workers: usize,
+    offload: OffloadMode,
     admin_base: SocketAddr,
     cds: SocketAddr,
     ca: Arc<CertificateAuthority>,
@@ -152,7 +156,7 @@ impl LocalDataplanes {
             gateway: gateway.clone(),
         })
         .map_err(|e| e.to_string())?;
-        let mut dp = Dataplane::new(self.workers);
+        let mut dp = Dataplane::with_offload(self.workers, self.offload);
         let state = AdminState {
             metrics: dp.metrics.clone(),
             status: dp.status.clone(),
@@ -282,6 +286,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let mut dataplanes = LocalDataplanes {
         running: BTreeMap::new(),
         workers: opts.workers,
+        offload: opts.offload,
         admin_base: opts.dataplane_admin,
         cds: cds_addr,
         ca,

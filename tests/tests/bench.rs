@@ -90,7 +90,7 @@ fn relays_channel_data_and_indications_through_turnpike_and_counts_every_packet(
     assert_eq!(r2["sent"], 500, "{r2:#}");
     // The server's own count agrees: every echoed packet crossed it twice.
     let to_peer = dp.wait_metric(
-        "turnpike_relayed_packets_total{listener=\"udp\",route=\"default/echo\",direction=\"to_peer\"}",
+        "turnpike_relayed_packets_total{listener=\"udp\",route=\"default/echo\",direction=\"to_peer\",path=\"userspace\"}",
         (sent + 500) as f64,
         Duration::from_secs(3),
     );

@@ -36,11 +36,11 @@ fn rest_credentials_channel_data_zero_loss() {
     let m = dp.metrics();
     let sent = metric(
         &m,
-        "turnpike_relayed_packets_total{listener=\"udp\",route=\"default/echo\",direction=\"to_peer\"}",
+        "turnpike_relayed_packets_total{listener=\"udp\",route=\"default/echo\",direction=\"to_peer\",path=\"userspace\"}",
     );
     // 10 clients × 200 messages, counted after each worker's next publish.
     let sent = sent.unwrap_or(0.0).max(dp.wait_metric(
-        "turnpike_relayed_packets_total{listener=\"udp\",route=\"default/echo\",direction=\"to_client\"}",
+        "turnpike_relayed_packets_total{listener=\"udp\",route=\"default/echo\",direction=\"to_client\",path=\"userspace\"}",
         2000.0,
         Duration::from_secs(3),
     ));

@@ -296,7 +296,7 @@ fn ipv6_listeners_relay_to_ipv6_peers_over_udp_and_tcp() {
     }
     // Workers publish their counters once a second.
     let relayed = dp.wait_metric(
-        "turnpike_relayed_packets_total{listener=\"tcp6\",route=\"default/echo\",direction=\"to_client\"}",
+        "turnpike_relayed_packets_total{listener=\"tcp6\",route=\"default/echo\",direction=\"to_client\",path=\"userspace\"}",
         300.0,
         Duration::from_secs(5),
     );

@@ -4,6 +4,7 @@
 //! preallocated batch buffers and go out from them.
 
 mod egress;
+mod offload;
 mod streams;
 
 use std::io;
@@ -108,6 +109,8 @@ pub struct WorkerShared {
     pub admission: Arc<super::Admission>,
     pub metrics: Arc<Metrics>,
     pub status: Arc<Status>,
+    /// The kernel relay, when offload is on and attached.
+    pub offload: Option<Arc<crate::offload::Kernel>>,
 }
 
 pub struct WorkerHandle {
@@ -140,11 +143,15 @@ pub fn spawn(
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (tx, rx) = mpsc::channel();
     let relays = RelayOpener::new(poll.registry().try_clone()?, shared.reservations.clone());
-    let server = Server::new(
+    let mut server = Server::new(
         config.server.clone(),
         shared.nonce.clone(),
         shared.quota.clone(),
     );
+    let offload = shared.offload.clone().map(|k| {
+        server.set_offload(true, Instant::now());
+        offload::OffloadTable::new(k)
+    });
     let mut worker = Worker {
         index,
         poll,
@@ -157,6 +164,7 @@ pub fn spawn(
         streams: streams::Streams::default(),
         shared,
         stopping: false,
+        offload,
     };
     worker.bind_listeners(&config, Vec::new());
     let thread = std::thread::Builder::new()
@@ -183,6 +191,8 @@ struct Worker {
     streams: streams::Streams,
     shared: WorkerShared,
     stopping: bool,
+    /// Kernel bindings this worker installed (offload on).
+    offload: Option<offload::OffloadTable>,
 }
 
 fn now() -> Now {
@@ -325,6 +335,7 @@ impl Worker {
             self.flush();
             if now.instant >= next_tick {
                 self.server.tick(now, &mut self.relays);
+                self.sync_offload();
                 self.expire_connections(now);
                 self.publish();
                 next_tick = now.instant + TICK;
@@ -346,6 +357,8 @@ impl Worker {
                         .apply_config(cfg.server.clone(), Instant::now(), &mut self.relays);
                     self.remap_connections(&cfg);
                     self.config = cfg;
+                    // Revoked routes leave the kernel before anything else is relayed.
+                    self.sync_offload();
                 }
                 Command::Drain => self.server.begin_drain(),
                 Command::Stop => self.stopping = true,
@@ -360,6 +373,35 @@ impl Worker {
         if let Some(slot) = m.allocations.get(self.index) {
             slot.store(self.server.allocation_count() as u64, Relaxed);
         }
+        if let Some(t) = &mut self.offload {
+            m.add_relayed(&t.take_relayed(), self.server.counter_labels(), "kernel");
+            m.offload.refused.inc_by(std::mem::take(&mut t.refused));
+            if let Some(slot) = m.offload.bindings.get(self.index) {
+                slot.store(t.bindings() as u64, Relaxed);
+            }
+        }
+    }
+
+    /// Writes what the core decided the kernel may relay (or must stop relaying).
+    fn sync_offload(&mut self) {
+        let Some(table) = &mut self.offload else {
+            return;
+        };
+        let events: Vec<_> = self.server.offload_events().collect();
+        if events.is_empty() {
+            return;
+        }
+        let listeners = &self.config.listeners;
+        let server = &self.server;
+        let listener = |i: u16| listeners.get(i as usize).map(|l| l.bind);
+        let relay = |a| server.relay(a).and_then(|s| s.local_addr().ok());
+        let resolve = offload::Resolve {
+            listener: &listener,
+            relay: &relay,
+        };
+        for ev in events {
+            table.apply(ev, &resolve);
+        }
     }
 
     fn listener_fd(&self, i: u16) -> Option<RawFd> {
@@ -370,6 +412,7 @@ impl Worker {
     }
 
     fn flush(&mut self) {
+        self.sync_offload();
         self.flush_connections();
         self.flush_datagrams();
     }

@@ -92,6 +92,8 @@ pub enum OffloadError {
     Map { map: &'static str, error: String },
     #[error("all {MAX_BINDINGS} kernel binding slots are in use")]
     Full,
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// What runs where: the mode and the interfaces it is attached to.
@@ -100,6 +102,27 @@ pub struct Attached {
     pub mode: OffloadMode,
     /// `name` or `name (generic)` for XDP in the kernel's generic mode.
     pub interfaces: Vec<String>,
+    /// What limits it (an operator should read these).
+    pub warnings: Vec<String>,
+}
+
+/// XDP finds the next hop with the kernel's FIB helper, which answers only on devices that
+/// forward. Turns forwarding on for `interface` (both families); `Err` says why not (a
+/// container's read-only /proc/sys: set the pod's sysctls instead).
+fn enable_forwarding(interface: &str) -> Result<(), String> {
+    for family in ["ipv4", "ipv6"] {
+        let path = format!("/proc/sys/net/{family}/conf/{interface}/forwarding");
+        if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == "1") {
+            continue;
+        }
+        std::fs::write(&path, "1").map_err(|e| {
+            format!(
+                "XDP relays only where forwarding is on; cannot set {path}: {e} (set the \
+                 sysctl net.{family}.conf.{interface}.forwarding=1 for the pod)"
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Why packets were passed up to userspace instead (the program's `enum event`).
@@ -180,6 +203,7 @@ impl Kernel {
             .load(OBJECT)
             .map_err(|e| OffloadError::Load(e.to_string()))?;
         let mut names = Vec::new();
+        let mut warnings = Vec::new();
         match mode {
             OffloadMode::Xdp => {
                 let prog: &mut Xdp = ebpf
@@ -190,6 +214,9 @@ impl Kernel {
                 prog.load()
                     .map_err(|e| OffloadError::Load(format!("{e}: {}", verifier_tail(&e))))?;
                 for i in interfaces {
+                    if let Err(w) = enable_forwarding(i) {
+                        warnings.push(w);
+                    }
                     // Native first (veth and most NIC drivers), the generic hook otherwise.
                     match prog.attach(i, XdpMode::Driver) {
                         Ok(_) => names.push(i.clone()),
@@ -237,6 +264,7 @@ impl Kernel {
             attached: Attached {
                 mode,
                 interfaces: names,
+                warnings,
             },
             maps: Mutex::new(Maps {
                 to_peer,
@@ -263,6 +291,13 @@ impl Kernel {
     /// A stats slot for a new binding; give it back with [`Kernel::remove`].
     pub fn take_slot(&self) -> Result<u32, OffloadError> {
         self.lock()?.free_slots.pop().ok_or(OffloadError::Full)
+    }
+
+    /// Gives back a slot from [`Kernel::take_slot`] that was never installed.
+    pub fn release_slot(&self, slot: u32) {
+        if let Ok(mut m) = self.lock() {
+            m.free_slots.push(slot);
+        }
     }
 
     /// Writes (or overwrites) both directions of a binding.

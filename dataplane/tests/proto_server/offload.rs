@@ -198,3 +198,15 @@ fn turning_offload_on_and_off_installs_and_removes_what_exists() {
     h.server.set_offload(false, h.now().instant);
     assert_eq!(removed(&mut h), (route.alloc, 0x4001));
 }
+
+#[test]
+fn an_allocation_past_its_lifetime_relays_nothing_even_before_the_tick() {
+    let (mut h, c, _) = bound();
+    let frame = [0x40, 0x01, 0, 2, b'h', b'i'];
+    assert!(h.send(&c, &frame).is_some(), "relayed while alive");
+    // Past the allocation's 600 s, with no tick run yet (the kernel's deadline is exact,
+    // userspace must not relay what the kernel passes up in that window).
+    h.elapsed += Duration::from_secs(601);
+    assert_eq!(h.send(&c, &frame), None);
+    assert_eq!(h.server.stats().dropped_no_allocation, 1);
+}

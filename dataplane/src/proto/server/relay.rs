@@ -24,11 +24,13 @@ impl<P: RelayPorts> Server<P> {
             self.stats.malformed += 1;
             return None;
         };
-        let Some((id, alloc)) = self.allocation_of(&client) else {
+        let t = now.instant;
+        // An allocation past its lifetime relays nothing, even before the tick removes it
+        // (the kernel stops at that instant too).
+        let Some((id, alloc)) = self.allocation_of(&client).filter(|(_, a)| a.expires > t) else {
             self.stats.dropped_no_allocation += 1;
             return None;
         };
-        let t = now.instant;
         let Some(ch) = alloc
             .channel_by_number(number)
             .filter(|c| c.expires > t && alloc.permission(c.peer.ip(), t).is_some())
@@ -50,7 +52,10 @@ impl<P: RelayPorts> Server<P> {
         client: ClientKey,
         msg: &Message<'_>,
     ) -> Option<Transmit> {
-        let Some((id, alloc)) = self.allocation_of(&client) else {
+        let Some((id, alloc)) = self
+            .allocation_of(&client)
+            .filter(|(_, a)| a.expires > now.instant)
+        else {
             self.stats.dropped_no_allocation += 1;
             return None;
         };
@@ -89,7 +94,7 @@ impl<P: RelayPorts> Server<P> {
         len: usize,
     ) -> Option<Transmit> {
         let peer = canonical(peer);
-        let alloc = self.allocation(id)?;
+        let alloc = self.allocation(id).filter(|a| a.expires > now.instant)?;
         let Some(counter) = self.permitted_counter(alloc, peer, now) else {
             self.stats.dropped_no_permission += 1;
             return None;
