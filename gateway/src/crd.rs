@@ -116,6 +116,35 @@ pub struct DataplaneSpec {
     pub resources: Option<ResourceRequirements>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<ServiceSpec>,
+    /// Relay established UDP channel bindings in the kernel (eBPF): `None` (default),
+    /// `TC`, `XDP` or `Auto` (TC where the node's kernel allows, else userspace). With
+    /// offload on, the dataplane container runs as root with only the capabilities BPF,
+    /// NET_ADMIN and PERFMON (README "Kernel offload").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offload: Option<Offload>,
+}
+
+/// `GatewayConfig.spec.dataplane.offload`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Offload {
+    None,
+    #[serde(rename = "TC")]
+    Tc,
+    #[serde(rename = "XDP")]
+    Xdp,
+    Auto,
+}
+
+impl Offload {
+    /// The dataplane's `--offload` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Offload::None => "None",
+            Offload::Tc => "TC",
+            Offload::Xdp => "XDP",
+            Offload::Auto => "Auto",
+        }
+    }
 }
 
 /// A container's `imagePullPolicy`.

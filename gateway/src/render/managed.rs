@@ -19,6 +19,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use turnpike_contract::config::Protocol;
 
 use super::{RenderContext, ResolvedParams};
+use crate::crd::Offload;
 
 pub const GATEWAY_LABEL: &str = "turnpike.dev/gateway";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -103,6 +104,10 @@ pub fn managed_resources(
     if let Some(w) = dp.workers {
         envs.push(env("TURNPIKE_WORKERS", w.to_string()));
     }
+    let offload = dp.offload.filter(|o| *o != Offload::None);
+    if let Some(o) = offload {
+        envs.push(env("TURNPIKE_OFFLOAD", o.as_str().into()));
+    }
     // An image named in GatewayConfig wins; otherwise the one the Deployment already runs,
     // and only a new Deployment gets the operator's default.
     let running = existing
@@ -161,7 +166,9 @@ pub fn managed_resources(
             read_only_root_filesystem: Some(true),
             capabilities: Some(Capabilities {
                 drop: Some(vec!["ALL".into()]),
-                ..Default::default()
+                // Loading the program (BPF, with PERFMON for the verifier's pointer
+                // rules) and attaching it to the pod's interfaces (NET_ADMIN).
+                add: offload.map(|_| vec!["BPF".into(), "NET_ADMIN".into(), "PERFMON".into()]),
             }),
             ..Default::default()
         }),
@@ -182,7 +189,7 @@ pub fn managed_resources(
                 }),
                 spec: Some(PodSpec {
                     containers: vec![container],
-                    security_context: Some(pod_security(listeners)),
+                    security_context: Some(pod_security(listeners, offload.is_some())),
                     // The dataplane reads nothing from the API server.
                     automount_service_account_token: Some(false),
                     termination_grace_period_seconds: i64::try_from(
@@ -246,7 +253,10 @@ pub fn managed_resources(
 /// 443) is bound through the pod's own `net.ipv4.ip_unprivileged_port_start`, a sysctl
 /// Kubernetes counts as safe (namespaced to the pod's network): a capability would not
 /// do, since a non-root process does not keep an added NET_BIND_SERVICE across exec.
-fn pod_security(listeners: &[(String, Protocol, u16)]) -> PodSecurityContext {
+/// Non-root, unless offload is on: capabilities added to a non-root container do not
+/// reach its process (Kubernetes sets no ambient capabilities), so the offloading
+/// dataplane runs as uid 0 holding only the capabilities it adds.
+fn pod_security(listeners: &[(String, Protocol, u16)], offload: bool) -> PodSecurityContext {
     let lowest = listeners.iter().map(|(_, _, port)| *port).min();
     let sysctls = lowest.filter(|p| *p < 1024).map(|p| {
         vec![Sysctl {
@@ -254,10 +264,11 @@ fn pod_security(listeners: &[(String, Protocol, u16)]) -> PodSecurityContext {
             value: p.to_string(),
         }]
     });
+    let user = if offload { 0 } else { RUN_AS_USER };
     PodSecurityContext {
-        run_as_non_root: Some(true),
-        run_as_user: Some(RUN_AS_USER),
-        run_as_group: Some(RUN_AS_USER),
+        run_as_non_root: Some(!offload),
+        run_as_user: Some(user),
+        run_as_group: Some(user),
         seccomp_profile: Some(SeccompProfile {
             type_: "RuntimeDefault".into(),
             ..Default::default()
