@@ -7,6 +7,7 @@
 //! exits or crashes the kernel detaches and frees everything, so nothing stale stays.
 
 pub mod maps;
+pub mod routes;
 
 use std::fmt;
 use std::str::FromStr;

@@ -96,11 +96,13 @@ impl Worker<'_> {
     fn setup(&mut self, first: usize, count: usize) -> std::io::Result<()> {
         let plan = self.plan;
         let now = Instant::now();
+        // Direct: the peer is the other end, and nothing needs setting up.
+        let to = if plan.direct { plan.peer } else { plan.server };
         for i in 0..count {
             let id = (first + i) as u32;
             let link = Link::open(
                 plan.transport,
-                plan.server,
+                to,
                 plan.source(id),
                 plan.tls.as_ref(),
                 self.poll.registry(),
@@ -124,6 +126,16 @@ impl Worker<'_> {
                 window: Window::default(),
                 dead: false,
             });
+        }
+        if plan.direct {
+            for f in &mut self.flows {
+                f.session.state = State::Ready;
+            }
+            self.tally.allocations = self.flows.len() as u64;
+            self.live
+                .ready
+                .fetch_add(self.tally.allocations, Ordering::Relaxed);
+            return Ok(());
         }
         let mut now = now;
         if plan.hold
@@ -234,7 +246,7 @@ impl Worker<'_> {
             let Worker {
                 rx, tally, plan, ..
             } = self;
-            let result = serve(f, ev, rx, tally, plan.epoch, now);
+            let result = serve(f, ev, rx, tally, plan, now);
             let reason = match result {
                 Ok(true) => continue,
                 Ok(false) => "closed by the server".to_string(),
@@ -332,8 +344,9 @@ impl Worker<'_> {
                 self.flush_datagrams();
             }
             // `Via::Listener` names the flow here: the pool only needs a key per socket.
+            let to = if plan.direct { plan.peer } else { plan.server };
             self.tx
-                .push_copy(&self.frame[..len], Via::Listener(i as u16), plan.server);
+                .push_copy(&self.frame[..len], Via::Listener(i as u16), to);
         }
         Ok(())
     }
@@ -383,6 +396,12 @@ impl Worker<'_> {
 
     /// Deletes every allocation (Refresh with lifetime 0) and waits for the answers.
     fn delete(&mut self) -> std::io::Result<()> {
+        if self.plan.direct {
+            for f in &mut self.flows {
+                f.link.close(self.poll.registry());
+            }
+            return Ok(());
+        }
         let now = Instant::now();
         for i in 0..self.flows.len() {
             if self.flows[i].session.state == State::Ready {
@@ -433,9 +452,10 @@ fn serve(
     ev: &mio::event::Event,
     rx: &mut Datagrams,
     tally: &mut Tally,
-    epoch: Instant,
+    plan: &Plan,
     now: Instant,
 ) -> std::io::Result<bool> {
+    let (epoch, direct) = (plan.epoch, plan.direct);
     if !f.link.ready(ev)? {
         return Ok(true);
     }
@@ -453,7 +473,9 @@ fn serve(
         window,
     };
     let open = link.read(rx, &mut |data: &[u8]| {
-        if on_frame(&mut rx_flow, data, now, epoch, tally) {
+        if direct {
+            measure(&mut rx_flow, data, now, epoch, tally);
+        } else if on_frame(&mut rx_flow, data, now, epoch, tally) {
             answer = true;
         }
     })?;
@@ -466,6 +488,10 @@ fn serve(
 /// Writes flow `f`'s next packet (ChannelData or a Send indication) into `buf`; returns
 /// its length.
 fn write_packet(buf: &mut [u8], plan: &Plan, f: &Flow, sent_at: u64) -> usize {
+    if plan.direct {
+        packet::write(&mut buf[..plan.size], f.id, f.next_seq, sent_at);
+        return plan.size;
+    }
     match plan.bind {
         Bind::Channel(number) => {
             let payload = &mut buf[channel::HEADER_LEN..channel::HEADER_LEN + plan.size];

@@ -112,6 +112,10 @@ pub struct BenchArgs {
     /// Use Send/Data indications instead of a channel.
     #[arg(long, global = true)]
     pub indications: bool,
+    /// Send the same load straight to the peer over UDP, with no TURN server: the
+    /// baseline a relay's cost is measured against (the server is not contacted).
+    #[arg(long, global = true, conflicts_with = "indications")]
+    pub direct: bool,
     /// How long the load (or the hold, or the allocation cycles) lasts.
     #[arg(long, short = 'd', global = true, default_value = "10s", value_parser = crate::duration::parse)]
     pub duration: Duration,
@@ -207,6 +211,8 @@ pub struct Plan {
     pub mark: Option<Mark>,
     /// Send times in packets count from here.
     pub epoch: Instant,
+    /// No TURN: flows send their packets straight to the peer.
+    pub direct: bool,
 }
 
 impl Plan {
@@ -295,13 +301,12 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         tally.merge(&t);
         window = window.max(w);
     }
-    Ok(Report::new(
-        mode_name,
-        args.transport,
-        args.server.to_string(),
-        &tally,
-        window,
-    ))
+    let to = if plan.direct {
+        format!("{} directly (no TURN)", plan.peer)
+    } else {
+        args.server.to_string()
+    };
+    Ok(Report::new(mode_name, args.transport, to, &tally, window))
 }
 
 /// A progress line every [`PROGRESS_EVERY`] while the load threads run (checked every
@@ -354,6 +359,11 @@ fn plan(args: &BenchArgs, mode: Mode) -> Result<Plan, BenchError> {
     }
     if args.burst == 0 {
         return Err(BenchError::Invalid("--burst must be at least 1".into()));
+    }
+    if args.direct && (args.transport != Transport::Udp || !matches!(mode, Mode::Relay)) {
+        return Err(BenchError::Invalid(
+            "--direct measures the relay mode over UDP only".into(),
+        ));
     }
     let credentials = match (&args.secret, &args.user) {
         (Some(secret), _) => Credentials::Rest {
@@ -424,5 +434,6 @@ fn plan(args: &BenchArgs, mode: Mode) -> Result<Plan, BenchError> {
         hold,
         mark: args.mark.clone().map(Mark),
         epoch: Instant::now(),
+        direct: args.direct,
     })
 }

@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 
 use crate::offload::maps::{BindingStats, Endpoints, Entries, monotonic_deadline};
-use crate::offload::{Kernel, OffloadError};
+use crate::offload::{Kernel, OffloadError, routes};
 use crate::proto::{AllocId, ChannelRoute, CounterId, OffloadEvent, RelayCount};
 
 /// One binding the kernel holds for this worker.
@@ -38,8 +38,6 @@ pub struct OffloadTable {
     relayed: Vec<RelayCount>,
     /// Bindings the kernel could not take (they stay in userspace).
     pub refused: u64,
-    /// Interface index by local address, filled on demand.
-    interfaces: HashMap<IpAddr, u32>,
 }
 
 impl OffloadTable {
@@ -49,7 +47,6 @@ impl OffloadTable {
             installed: HashMap::new(),
             relayed: Vec::new(),
             refused: 0,
-            interfaces: HashMap::new(),
         }
     }
 
@@ -187,25 +184,9 @@ impl OffloadTable {
             client,
             relay,
             peer,
-            client_ifindex: self.ifindex(listen.ip())?,
-            peer_ifindex: self.ifindex(relay.ip())?,
+            client_ifindex: routes::egress_ifindex(client.ip()).map_err(unresolved)?,
+            peer_ifindex: routes::egress_ifindex(peer.ip()).map_err(unresolved)?,
         })
-    }
-
-    /// The interface holding local address `ip` (where the kernel sends from).
-    fn ifindex(&mut self, ip: IpAddr) -> Result<u32, OffloadError> {
-        if let Some(i) = self.interfaces.get(&ip) {
-            return Ok(*i);
-        }
-        let all = if_addrs::get_if_addrs().map_err(unresolved)?;
-        self.interfaces = all
-            .iter()
-            .filter_map(|i| Some((i.ip().to_canonical(), i.index?)))
-            .collect();
-        self.interfaces
-            .get(&ip)
-            .copied()
-            .ok_or_else(|| OffloadError::Unsupported(format!("no interface holds {ip}")))
     }
 }
 
