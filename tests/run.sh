@@ -96,6 +96,8 @@ cargo test --release -p turnpike-tests --test cluster 2>&1 | tee "$cache/cluster
 if [ -z "${TURNPIKE_SKIP_BENCH:-}" ]; then
   step "benchmark: Turnpike, coturn 4.6.1/4.17.1, STUNner side by side (short form)"
   tests/bench/compare.sh --quick
+  step "benchmark: kernel offload in network namespaces (short form)"
+  tests/bench/offload.sh --quick
   step "benchmark: Turnpike and coturn over TURN-TCP and TURN-TLS (uclient)"
   tests/bench/uclient-vs-coturn.sh --transport tcp --clients 50 --messages 1000 --rounds 1
   # Over TLS at this rate coturn loses packets (about a quarter on a 2-core machine).

@@ -197,7 +197,13 @@ def write_docs(res, root, source, argv):
     add("tests/bench/compare.sh --baseline OLD_TURNPIKE_BINARY   # before/after a change")
     add("```")
     add("")
-    (root / "docs" / "benchmarks.md").write_text("\n".join(lines))
+    # The kernel offload section comes from tests/bench/offload.sh --docs: kept as it is.
+    page = root / "docs" / "benchmarks.md"
+    old = page.read_text() if page.exists() else ""
+    begin, end = "<!-- offload:begin -->", "<!-- offload:end -->"
+    if begin in old and end in old:
+        lines.append(old[old.index(begin):old.index(end) + len(end)] + "\n")
+    page.write_text("\n".join(lines))
     print(f"wrote {root / 'docs/benchmarks.md'}" + (f" and {', '.join(images)}" if images else ""))
 
 

@@ -126,21 +126,25 @@ def _raise_nofile():
 
 
 class Server:
-    """One TURN server process; `cmd` is built by the functions below."""
+    """One TURN server process; `cmd` is built by the functions below. With `netns` it runs
+    inside that network namespace (`ip netns exec` execs it: the pid stays the server's)."""
 
-    def __init__(self, name, label, cmd, port, work, env=None, ready_wait=1.5):
+    def __init__(self, name, label, cmd, port, work, env=None, ready_wait=1.5,
+                 listen="127.0.0.1", netns=None):
         self.name, self.label, self.cmd, self.port = name, label, cmd, port
         self.work, self.env, self.ready_wait = Path(work), env, ready_wait
+        self.listen, self.netns = listen, netns
         self.proc = None
 
     @property
     def addr(self):
-        return f"127.0.0.1:{self.port}"
+        return f"{self.listen}:{self.port}"
 
     def start(self):
         log = open(self.work / f"{self.name}.log", "ab")
         env = dict(os.environ, **(self.env or {}))
-        self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT,
+        cmd = (["ip", "netns", "exec", self.netns] if self.netns else []) + self.cmd
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                      env=env, preexec_fn=_raise_nofile, cwd=self.work)
         time.sleep(self.ready_wait)
         if self.proc.poll() is not None:
@@ -161,9 +165,10 @@ class Server:
         self.proc = None
 
 
-def turnpike(binary, port, admin, peer, work, workers):
+def turnpike(binary, port, admin, peer, work, workers, listen="127.0.0.1",
+             peer_ip="127.0.0.1", netns=None, offload=None, name="turnpike", label="Turnpike"):
     work = Path(work)
-    (work / "turnpike.yaml").write_text(f"""version: v1alpha1
+    (work / f"{name}.yaml").write_text(f"""version: v1alpha1
 name: bench/turnpike
 realm: {REALM}
 auth: {{type: ephemeral, secret: {SECRET}}}
@@ -171,30 +176,35 @@ limits: {{maxAllocationsPerUser: 100000, maxConnectionRatePerIp: 100000}}
 listeners:
   - name: bench
     protocol: TURN-UDP
-    address: 127.0.0.1
+    address: {listen}
     port: {port}
     routes: [bench/echo]
 routes:
-  - {{name: bench/echo, endpoints: ["127.0.0.1:{peer}-{peer + 1}"]}}
+  - {{name: bench/echo, endpoints: ["{peer_ip}:{peer}-{peer + 1}"]}}
 """)
-    cmd = [binary, "dataplane", "--config", str(work / "turnpike.yaml"), "--workers",
+    cmd = [binary, "dataplane", "--config", str(work / f"{name}.yaml"), "--workers",
            str(workers), "--admin", f"127.0.0.1:{admin}", "--drain-timeout", "0s"]
-    return Server("turnpike", "Turnpike", cmd, port, work, env={"RUST_LOG": "warn"})
+    if offload:
+        cmd += ["--offload", offload]
+    return Server(name, label, cmd, port, work, env={"RUST_LOG": "warn"}, listen=listen,
+                  netns=netns)
 
 
-def coturn(name, label, binary, port, work, workers, extra=()):
+def coturn(name, label, binary, port, work, workers, extra=(), listen="127.0.0.1",
+           relay="127.0.0.1", netns=None):
     work = Path(work)
     (work / "empty.conf").write_text("")
-    cmd = [binary, "-c", str(work / "empty.conf"), "-n", "--listening-ip=127.0.0.1",
-           "--relay-ip=127.0.0.1", f"--listening-port={port}", f"--realm={REALM}",
+    cmd = [binary, "-c", str(work / "empty.conf"), "-n", f"--listening-ip={listen}",
+           f"--relay-ip={relay}", f"--listening-port={port}", f"--realm={REALM}",
            "--use-auth-secret", f"--static-auth-secret={SECRET}", "--allow-loopback-peers",
            "--no-cli", "--no-tcp-relay", "--no-tls", "--no-dtls", f"--relay-threads={workers}",
            f"--pidfile={work / (name + '.pid')}", "--no-stdout-log",
            f"--log-file={work / (name + '-turnserver.log')}", *extra]
-    return Server(name, label, cmd, port, work)
+    return Server(name, label, cmd, port, work, listen=listen, netns=netns)
 
 
-def stunner(binary, port, health, peer, work, workers):
+def stunner(binary, port, health, peer, work, workers, listen="127.0.0.1",
+            peer_ip="127.0.0.1", netns=None):
     work = Path(work)
     (work / "stunner.yaml").write_text(f"""version: v1
 admin:
@@ -209,13 +219,14 @@ auth:
 listeners:
   - name: bench/stunner/udp
     protocol: TURN-UDP
-    address: 127.0.0.1
+    address: {listen}
     port: {port}
     routes: [bench/echo]
 clusters:
   - name: bench/echo
     type: STATIC
-    endpoints: ["127.0.0.1:<{peer}-{peer + 1}>"]
+    endpoints: ["{peer_ip}:<{peer}-{peer + 1}>"]
 """)
     cmd = [binary, "-u", str(workers), "-c", f"file://{work / 'stunner.yaml'}"]
-    return Server("stunner", "STUNner stunnerd 1.2.1", cmd, port, work, ready_wait=2.5)
+    return Server("stunner", "STUNner stunnerd 1.2.1", cmd, port, work, ready_wait=2.5,
+                  listen=listen, netns=netns)
