@@ -393,7 +393,6 @@ static __always_inline int resize(void *ctx, struct packet *p, enum hook hook, i
 	}
 	// XDP: the headers move by hand (34 or 54 bytes), before the head when shrinking and
 	// after it when growing, so the bytes copied are always inside the packet.
-	int len = p->family == 4 ? 14 + 20 : 14 + 40;
 	if (!grow) {
 		if (!(p->family == 4 ? shift_headers(p, 14 + 20, 1) : shift_headers(p, 14 + 40, 1)))
 			return 0;
@@ -405,7 +404,6 @@ static __always_inline int resize(void *ctx, struct packet *p, enum hook hook, i
 	if (bpf_xdp_adjust_head(ctx, -CHANNEL_HEADER))
 		return 0;
 	refresh(ctx, p, hook);
-	(void)len;
 	return p->family == 4 ? shift_headers(p, 14 + 20, 0) : shift_headers(p, 14 + 40, 0);
 }
 

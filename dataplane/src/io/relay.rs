@@ -173,15 +173,25 @@ impl RelayPorts for RelayOpener {
     }
 }
 
+/// The local address the kernel would send from to reach `dst` (a connected UDP socket
+/// asks the routing table; nothing is sent).
+pub fn source_towards(dst: SocketAddr) -> io::Result<IpAddr> {
+    let any: IpAddr = if dst.is_ipv4() {
+        [0u8; 4].into()
+    } else {
+        [0u16; 8].into()
+    };
+    let s = UdpSocket::bind(SocketAddr::new(any, 0))?;
+    s.connect(dst)?;
+    Ok(s.local_addr()?.ip().to_canonical())
+}
+
 /// The address relay sockets should use for a listener bound to `listen`: the listener's
 /// own address when it is specific, else the local address the kernel would use to reach
 /// the first route endpoint of that family (nothing is sent).
 pub fn relay_addrs(listen: IpAddr, peers: &[IpAddr]) -> RelayAddrs {
-    let probe = |target: Option<&IpAddr>, unspecified: IpAddr| -> Option<IpAddr> {
-        let target = target?;
-        let s = UdpSocket::bind(SocketAddr::new(unspecified, 0)).ok()?;
-        s.connect(SocketAddr::new(*target, 9)).ok()?;
-        s.local_addr().ok().map(|a| a.ip())
+    let probe = |target: Option<&IpAddr>| -> Option<IpAddr> {
+        source_towards(SocketAddr::new(*target?, 9)).ok()
     };
     if !listen.is_unspecified() {
         let ip = listen.to_canonical();
@@ -199,10 +209,9 @@ pub fn relay_addrs(listen: IpAddr, peers: &[IpAddr]) -> RelayAddrs {
     }
     let v4_peer = peers.iter().find(|p| p.is_ipv4());
     let v6_peer = peers.iter().find(|p| p.is_ipv6());
-    let v4 = probe(v4_peer, IpAddr::from([0u8; 4]))
-        .or_else(|| probe(Some(&IpAddr::from([192, 0, 2, 1])), IpAddr::from([0u8; 4])));
+    let v4 = probe(v4_peer).or_else(|| probe(Some(&IpAddr::from([192, 0, 2, 1]))));
     let v6 = if listen.is_ipv6() {
-        probe(v6_peer, IpAddr::from([0u16; 8]))
+        probe(v6_peer)
     } else {
         None
     };

@@ -7,9 +7,10 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::io::relay::source_towards;
 use crate::offload::maps::{BindingStats, Endpoints, Entries, monotonic_deadline};
 use crate::offload::{Kernel, OffloadError, routes};
 use crate::proto::{AllocId, ChannelRoute, CounterId, OffloadEvent, RelayCount};
@@ -90,7 +91,13 @@ impl OffloadTable {
                 route.client.addr, route.peer
             )));
         };
-        let seen = self.kernel.binding_stats(slot)?;
+        let seen = match self.kernel.binding_stats(slot) {
+            Ok(s) => s,
+            Err(e) => {
+                self.kernel.release_slot(slot);
+                return Err(e);
+            }
+        };
         if let Err(e) = self.kernel.install(&entries) {
             let _ = self.kernel.remove(&entries);
             return Err(e);
@@ -202,16 +209,4 @@ fn canonical(a: SocketAddr) -> SocketAddr {
 
 fn unresolved(e: io::Error) -> OffloadError {
     OffloadError::Unsupported(format!("cannot resolve a local address: {e}"))
-}
-
-/// The local address the kernel would send from to reach `dst`.
-fn source_towards(dst: SocketAddr) -> io::Result<IpAddr> {
-    let any: IpAddr = if dst.is_ipv4() {
-        [0u8; 4].into()
-    } else {
-        [0u16; 8].into()
-    };
-    let s = UdpSocket::bind(SocketAddr::new(any, 0))?;
-    s.connect(dst)?;
-    Ok(s.local_addr()?.ip().to_canonical())
 }

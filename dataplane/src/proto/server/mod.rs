@@ -462,6 +462,7 @@ impl<P: RelayPorts> Server<P> {
             .collect();
         self.by_client.clear();
         let mut removed_peers = 0;
+        let mut unoffloaded = Vec::new();
         for (id, new_listener) in moves {
             let Some(l) = new_listener else {
                 self.remove_allocation(id, ports);
@@ -469,13 +470,12 @@ impl<P: RelayPorts> Server<P> {
             };
             if let Some(a) = live_mut(&mut self.allocations, id) {
                 a.client.listener = l;
-                let mut unoffloaded = Vec::new();
                 if let Some(routes) = config.routes_of(l) {
                     removed_peers += a.recheck(routes, &mut unoffloaded);
                 }
                 self.offload_events.extend(
                     unoffloaded
-                        .into_iter()
+                        .drain(..)
                         .map(|channel| OffloadEvent::Remove { alloc: id, channel }),
                 );
                 // Counters are renumbered with the config: the kernel's entries follow.
