@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::admin::{self, AdminState};
 use crate::cds::client::{self, CdsClientOptions, CdsEvent};
+use crate::cds::report::{DataplaneReport, PodName};
 use crate::config::{ConfigError, DataplaneConfig, ValidConfig};
 use crate::io::{
     self, ActiveConfig, Command, ListenerRuntime, StreamLimits, WorkerHandle, WorkerShared,
@@ -46,7 +47,7 @@ pub enum RuntimeError {
 #[derive(Debug, Clone)]
 pub enum ConfigSource {
     File(PathBuf),
-    Cds(CdsClientOptions),
+    Cds(Box<CdsClientOptions>),
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +58,8 @@ pub struct Options {
     pub drain_timeout: Duration,
     /// Kernel offload of established channels.
     pub offload: OffloadMode,
+    /// The pod this dataplane runs in, for its report to the control plane.
+    pub pod: Option<PodName>,
 }
 
 /// The runtime view of a config: what workers bind and where relays live.
@@ -179,6 +182,19 @@ impl Dataplane {
     }
 
     /// Stops new allocations; existing ones keep relaying.
+    /// What this dataplane tells the control plane about itself when it subscribes.
+    pub fn report(&self, pod: Option<PodName>) -> DataplaneReport {
+        DataplaneReport {
+            pod,
+            offload: self
+                .status
+                .offload
+                .lock()
+                .map(|o| o.clone())
+                .unwrap_or_default(),
+        }
+    }
+
     pub fn begin_drain(&self) {
         self.status.draining.store(true, Relaxed);
         for w in &self.workers {
@@ -388,11 +404,12 @@ pub async fn run(opts: Options, source: ConfigSource) -> Result<(), RuntimeError
             }
             dp
         }
-        ConfigSource::Cds(cds) => {
+        ConfigSource::Cds(mut cds) => {
             let mut dp = Dataplane::with_offload(workers, opts.offload);
+            cds.report = Some(dp.report(opts.pod.clone()));
             spawn_admin(&dp, opts.admin, workers).await?;
             let name = format!("cds {}", cds.server);
-            let mut events = client::subscribe(cds).map_err(RuntimeError::Cds)?;
+            let mut events = client::subscribe(*cds).map_err(RuntimeError::Cds)?;
             loop {
                 tokio::select! {
                     ev = events.recv() => match ev {

@@ -16,23 +16,8 @@ pub struct Status {
     pub offload: Mutex<OffloadStatus>,
 }
 
-/// Kernel offload as `/status` shows it.
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct OffloadStatus {
-    /// `None`, `TC`, `XDP` or `Auto`, as asked for.
-    pub requested: String,
-    /// `TC` or `XDP` when the kernel relays; `None` otherwise.
-    pub active: String,
-    /// The interfaces it is attached to.
-    pub interfaces: Vec<String>,
-    /// Why it is not active although asked for.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// What limits it while active.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub warnings: Vec<String>,
-}
+/// Kernel offload as `/status` shows it and the dataplane reports it over CDS.
+pub use turnpike_contract::cds::report::OffloadStatus;
 
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -164,6 +164,7 @@ impl CdsTlsArgs {
             tls,
             tls_files: Some(files),
             gateway,
+            report: None,
         })
     }
 }
@@ -282,6 +283,12 @@ struct DataplaneArgs {
     /// userspace.
     #[arg(long, default_value = "None", env = "TURNPIKE_OFFLOAD")]
     offload: turnpike_dataplane::offload::OffloadMode,
+    /// This dataplane's pod (the managed Deployment sets both from the downward API): the
+    /// control plane shows the pod's offload state on it as a condition.
+    #[arg(long, env = "TURNPIKE_POD_NAME", requires = "pod_namespace")]
+    pod_name: Option<String>,
+    #[arg(long, env = "TURNPIKE_POD_NAMESPACE", requires = "pod_name")]
+    pod_namespace: Option<String>,
 }
 
 fn init_tracing(format: LogFormat) {
@@ -379,9 +386,9 @@ fn main() -> anyhow::Result<()> {
             let workers = a.workers.unwrap_or(cores);
             let source = match (a.config, a.cds) {
                 (Some(path), _) => turnpike_dataplane::runtime::ConfigSource::File(path),
-                (None, Some(cds)) => turnpike_dataplane::runtime::ConfigSource::Cds(
+                (None, Some(cds)) => turnpike_dataplane::runtime::ConfigSource::Cds(Box::new(
                     a.cds_tls.client(&rt, &cds, a.gateway.unwrap_or_default())?,
-                ),
+                )),
                 (None, None) => anyhow::bail!("give --config FILE or --cds ADDR --gateway NS/NAME"),
             };
             rt.block_on(turnpike_dataplane::runtime::run(
@@ -390,6 +397,9 @@ fn main() -> anyhow::Result<()> {
                     admin: a.admin,
                     drain_timeout: a.drain_timeout,
                     offload: a.offload,
+                    pod: a.pod_name.zip(a.pod_namespace).map(|(name, namespace)| {
+                        turnpike_contract::cds::report::PodName { namespace, name }
+                    }),
                 },
                 source,
             ))

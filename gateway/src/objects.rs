@@ -11,7 +11,7 @@ use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::gateways::Gateway;
 use gateway_api::referencegrants::ReferenceGrant;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Resource;
 
@@ -80,6 +80,9 @@ pub struct ObjectSet {
     /// Deployment keeps the image it was created with unless GatewayConfig names one, so
     /// an operator upgrade never rolls the dataplanes.
     pub deployments: BTreeMap<ObjectKey, Deployment>,
+    /// The managed dataplane pods (operator only), for the offload reports recorded on
+    /// them ([`crate::render::offload`]).
+    pub pods: BTreeMap<ObjectKey, Pod>,
 }
 
 impl ObjectSet {

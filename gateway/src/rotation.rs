@@ -223,6 +223,7 @@ stringData: {secret: SECRET}
             cds_address: String::new(),
             previous_secrets: BTreeMap::new(),
             serving_certificates: Default::default(),
+            offload_reports: Default::default(),
         }
     }
 

@@ -22,6 +22,7 @@ use crate::cds::{AUTH_SERVICE_CN, CdsServer, CertificateAuthority, dataplane_cn}
 
 use crate::objects::ObjectKey;
 use crate::publish::{Publisher, Update};
+use crate::render::offload::OffloadReports;
 use crate::render::{RenderContext, Rendered, render};
 use crate::rotation::SecretRotation;
 use crate::source::dir::load_dir;
@@ -148,15 +149,16 @@ impl LocalDataplanes {
             .ca
             .issue_client(&dataplane_cn(&gateway))
             .map_err(|e| e.to_string())?;
+        let mut dp = Dataplane::with_offload(self.workers, self.offload);
         let mut events = subscribe(CdsClientOptions {
             server: self.cds,
             server_name: CDS_SERVER_NAME.into(),
             tls,
             tls_files: None,
             gateway: gateway.clone(),
+            report: Some(dp.report(None)),
         })
         .map_err(|e| e.to_string())?;
-        let mut dp = Dataplane::with_offload(self.workers, self.offload);
         let state = AdminState {
             metrics: dp.metrics.clone(),
             status: dp.status.clone(),
@@ -192,6 +194,28 @@ impl LocalDataplanes {
         );
         Ok(())
     }
+}
+
+/// The in-process dataplanes' reports, as the renderer takes them (one per Gateway here).
+fn offload_reports(reports: &crate::cds::server::Reports) -> OffloadReports {
+    reports
+        .iter()
+        .filter_map(|(gateway, by_conn)| {
+            let key = crate::objects::ObjectKey::parse(gateway)?;
+            let of_gateway = by_conn
+                .values()
+                .enumerate()
+                .map(|(i, r)| {
+                    let who = r.pod.as_ref().map_or_else(
+                        || format!("dataplane {}", i + 1),
+                        |p| format!("pod {}", p.name),
+                    );
+                    (who, r.offload.clone())
+                })
+                .collect();
+            Some((key, of_gateway))
+        })
+        .collect()
 }
 
 fn log_statuses(r: &Rendered) {
@@ -237,6 +261,7 @@ pub fn render_dir(dir: &std::path::Path) -> Result<Rendered, String> {
         cds_address: String::new(),
         previous_secrets: BTreeMap::new(),
         serving_certificates: Default::default(),
+        offload_reports: Default::default(),
     };
     Ok(render(&objects, &ctx))
 }
@@ -292,10 +317,12 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         ca,
     };
     let mut rotation = SecretRotation::default();
+    let mut reports = cds.reports();
     loop {
         reload(
             &opts,
             &report,
+            &mut reports,
             &cds,
             &mut publisher,
             &mut dataplanes,
@@ -311,6 +338,8 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             // Re-read now and then even without a file event: rotated-out secrets expire
             // from the configs, and an event a filesystem failed to deliver is caught up.
             _ = tokio::time::sleep(PERIODIC_RELOAD) => {}
+            // A dataplane reported (offload state): its listeners' status says so.
+            Ok(()) = reports.changed() => {}
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
         }
@@ -328,6 +357,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
 async fn reload(
     opts: &RunOptions,
     report: &Arc<Mutex<StatusReport>>,
+    reports: &mut tokio::sync::watch::Receiver<crate::cds::server::Reports>,
     cds: &CdsServer,
     publisher: &mut Publisher,
     dataplanes: &mut LocalDataplanes,
@@ -357,9 +387,11 @@ async fn reload(
         cds_address: String::new(),
         previous_secrets: BTreeMap::new(),
         serving_certificates: Default::default(),
+        offload_reports: Default::default(),
     };
     ctx.previous_secrets = rotation.observe(&objects, &ctx, now_unix);
     ctx.serving_certificates = rotation.serving_certificates();
+    ctx.offload_reports = offload_reports(&reports.borrow_and_update());
     let rendered = render(&objects, &ctx);
     rotation.rendered(&rendered);
     log_statuses(&rendered);
@@ -414,6 +446,7 @@ async fn start_auth_service(
         tls,
         tls_files: None,
         gateway: turnpike_contract::cds::ALL.into(),
+        report: None,
     })
     .map_err(|e| RunError::Cds(e.to_string()))?;
     let state = turnpike_auth::http::AppState::new();

@@ -66,6 +66,7 @@ fn client(
             .unwrap(),
         tls_files: None,
         gateway: gateway.into(),
+        report: None,
     })
     .unwrap()
 }
@@ -212,6 +213,7 @@ async fn assert_refused(
         tls,
         tls_files: None,
         gateway: gateway.into(),
+        report: None,
     })
     .unwrap();
     let deadline = tokio::time::Instant::now() + wait;
@@ -283,6 +285,7 @@ async fn reissued_certificate_files_are_used_at_the_next_reconnect() {
         tls: files.load().unwrap(),
         tls_files: Some(files.clone()),
         gateway: "ns/a".into(),
+        report: None,
     })
     .unwrap();
     // Refused while it holds the old CA's certificate, also after a broken rewrite.
@@ -316,4 +319,70 @@ async fn next_config_within(rx: &mut mpsc::Receiver<CdsEvent>, wait: Duration) -
             other => panic!("expected a snapshot, got {other:?}"),
         }
     }
+}
+
+async fn reports_until(
+    server: &CdsServer,
+    what: &str,
+    done: impl Fn(&turnpike_gateway::cds::server::Reports) -> bool,
+) {
+    let mut rx = server.reports();
+    let wait = async {
+        loop {
+            if done(&rx.borrow_and_update()) {
+                return;
+            }
+            rx.changed().await.unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}: {:?}", *rx.borrow()));
+}
+
+#[tokio::test]
+async fn a_dataplane_report_lives_as_long_as_its_connection() {
+    use turnpike_contract::cds::report::{DataplaneReport, OffloadStatus, PodName};
+    let ca = CertificateAuthority::generate("test CA").unwrap();
+    let server = start(&ca, "127.0.0.1:0").await;
+    let addr = server.local_addr().unwrap();
+    let mut publisher = Publisher::default();
+    publish(&server, &mut publisher, &[("ns/a", "r1")]);
+    let report = DataplaneReport {
+        pod: Some(PodName {
+            namespace: "ns".into(),
+            name: "a-7d9f".into(),
+        }),
+        offload: OffloadStatus {
+            requested: "TC".into(),
+            active: "TC".into(),
+            interfaces: vec!["eth0".into()],
+            ..Default::default()
+        },
+    };
+    let options = |gateway: &str, cn: &str, report: Option<DataplaneReport>| CdsClientOptions {
+        server: addr,
+        server_name: "turnpike-cds".into(),
+        tls: ca.issue_client(cn).unwrap(),
+        tls_files: None,
+        gateway: gateway.into(),
+        report,
+    };
+    let mut rx = subscribe(options("ns/a", &dataplane_cn("ns/a"), Some(report.clone()))).unwrap();
+    next_config(&mut rx).await;
+    reports_until(&server, "the report", |r| {
+        r.get("ns/a")
+            .is_some_and(|m| m.values().collect::<Vec<_>>() == [&report])
+    })
+    .await;
+    // The auth service has nothing to report; a report it sends anyway is not recorded.
+    let mut auth = subscribe(options(ALL, AUTH_SERVICE_CN, Some(report.clone()))).unwrap();
+    next_config(&mut auth).await;
+    assert_eq!(server.reports().borrow().len(), 1);
+    assert!(!server.reports().borrow().contains_key(ALL));
+    // The dataplane goes away (its client ends at the next event it cannot deliver): its
+    // report goes with its connection.
+    drop(rx);
+    publish(&server, &mut publisher, &[("ns/a", "r2")]);
+    reports_until(&server, "the report removed", |r| r.is_empty()).await;
 }

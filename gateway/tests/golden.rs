@@ -21,6 +21,7 @@ pub fn context() -> RenderContext {
         cds_address: "turnpike-cds.turnpike-system.svc:13478".into(),
         previous_secrets: BTreeMap::new(),
         serving_certificates: Default::default(),
+        offload_reports: Default::default(),
     }
 }
 

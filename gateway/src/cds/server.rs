@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::sync::watch;
+use turnpike_contract::cds::report::DataplaneReport;
 use turnpike_contract::cds::{
     ALL, ALPN, CdsError, ClientMessage, GatewaySnapshot, ServerMessage, TlsIdentity,
     crypto_provider, read_frame, write_frame,
@@ -17,8 +18,51 @@ use crate::publish::Update;
 /// Every published snapshot, by Gateway.
 type Snapshots = Arc<BTreeMap<String, GatewaySnapshot>>;
 
+/// What the dataplanes connected to this server reported, by Gateway, then by connection
+/// (a Gateway with several replicas has several). A report goes when its connection does.
+pub type Reports = BTreeMap<String, BTreeMap<u64, DataplaneReport>>;
+
+/// Holds one connection's report on the board while the connection lives.
+struct ReportHeld {
+    board: watch::Sender<Reports>,
+    gateway: String,
+    connection: u64,
+}
+
+impl ReportHeld {
+    fn post(board: &watch::Sender<Reports>, gateway: &str, report: DataplaneReport) -> Self {
+        let connection = rand::random();
+        board.send_modify(|r| {
+            r.entry(gateway.to_string())
+                .or_default()
+                .insert(connection, report);
+        });
+        ReportHeld {
+            board: board.clone(),
+            gateway: gateway.to_string(),
+            connection,
+        }
+    }
+}
+
+impl Drop for ReportHeld {
+    fn drop(&mut self) {
+        self.board.send_if_modified(|r| {
+            let Some(of_gateway) = r.get_mut(&self.gateway) else {
+                return false;
+            };
+            let removed = of_gateway.remove(&self.connection).is_some();
+            if of_gateway.is_empty() {
+                r.remove(&self.gateway);
+            }
+            removed
+        });
+    }
+}
+
 pub struct CdsServer {
     state: watch::Sender<Snapshots>,
+    reports: watch::Sender<Reports>,
     endpoint: quinn::Endpoint,
     accept: tokio::task::JoinHandle<()>,
 }
@@ -48,16 +92,19 @@ impl CdsServer {
     pub fn start(addr: SocketAddr, id: &TlsIdentity) -> Result<Self, CdsError> {
         let endpoint = quinn::Endpoint::server(server_config(id)?, addr)?;
         let (state, _) = watch::channel(Snapshots::default());
+        let (reports, _) = watch::channel(Reports::default());
         let epoch = rand::random();
         let rx = state.subscribe();
+        let board = reports.clone();
         let accept_endpoint = endpoint.clone();
         let accept = tokio::spawn(async move {
             let endpoint = accept_endpoint;
             while let Some(incoming) = endpoint.accept().await {
                 let rx = rx.clone();
+                let board = board.clone();
                 tokio::spawn(async move {
                     let remote = incoming.remote_address();
-                    if let Err(e) = serve(incoming, rx, epoch).await {
+                    if let Err(e) = serve(incoming, rx, &board, epoch).await {
                         tracing::debug!(%remote, error = %e, "CDS session ended");
                     }
                 });
@@ -65,9 +112,15 @@ impl CdsServer {
         });
         Ok(CdsServer {
             state,
+            reports,
             endpoint,
             accept,
         })
+    }
+
+    /// The connected dataplanes' reports, current and as they change.
+    pub fn reports(&self) -> watch::Receiver<Reports> {
+        self.reports.subscribe()
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -127,11 +180,12 @@ pub fn may_subscribe(cn: Option<&str>, gateway: &str) -> bool {
 async fn serve(
     incoming: quinn::Incoming,
     mut rx: watch::Receiver<Snapshots>,
+    board: &watch::Sender<Reports>,
     epoch: u64,
 ) -> Result<(), CdsError> {
     let conn = incoming.await?;
     let (mut send, mut recv) = conn.accept_bi().await?;
-    let Some(ClientMessage::Subscribe { gateway }) = read_frame(&mut recv).await? else {
+    let Some(ClientMessage::Subscribe { gateway, report }) = read_frame(&mut recv).await? else {
         return Ok(());
     };
     // Each certificate names what it may read: a dataplane only its own Gateway (whose
@@ -145,7 +199,11 @@ async fn serve(
         );
         return Ok(());
     }
-    tracing::info!(remote = %conn.remote_address(), %gateway, "CDS subscriber");
+    tracing::info!(remote = %conn.remote_address(), %gateway, report = ?report, "CDS subscriber");
+    // Only a dataplane reports on its Gateway; the auth service (`all`) has nothing to say.
+    let _held = report
+        .filter(|_| gateway != ALL)
+        .map(|r| ReportHeld::post(board, &gateway, r));
     let mut sent: BTreeMap<String, u64> = BTreeMap::new();
     loop {
         let snap = rx.borrow_and_update().clone();

@@ -22,11 +22,12 @@ pub enum Kind {
     StaticService,
     Secret,
     Deployment,
+    Pod,
     Namespace,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::GatewayClass,
         Kind::GatewayConfig,
         Kind::Gateway,
@@ -37,6 +38,7 @@ impl Kind {
         Kind::StaticService,
         Kind::Secret,
         Kind::Deployment,
+        Kind::Pod,
         Kind::Namespace,
     ];
 }
@@ -86,6 +88,7 @@ fn meta_of(o: &Object) -> &kube::api::ObjectMeta {
         Object::StaticService(x) => &x.metadata,
         Object::Secret(x) => &x.metadata,
         Object::Deployment(x) => &x.metadata,
+        Object::Pod(x) => &x.metadata,
         Object::Namespace(x) => &x.metadata,
     }
 }
@@ -102,6 +105,7 @@ pub fn kind_of(o: &Object) -> Kind {
         Object::StaticService(_) => Kind::StaticService,
         Object::Secret(_) => Kind::Secret,
         Object::Deployment(_) => Kind::Deployment,
+        Object::Pod(_) => Kind::Pod,
         Object::Namespace(_) => Kind::Namespace,
     }
 }
@@ -148,6 +152,9 @@ fn upsert(set: &mut ObjectSet, o: Object) {
         Object::Deployment(v) => {
             set.deployments.insert(key_of(&*v), *v);
         }
+        Object::Pod(v) => {
+            set.pods.insert(key_of(&*v), *v);
+        }
         Object::Namespace(v) => {
             let name = v.metadata.name.clone().unwrap_or_default();
             set.namespaces.insert(name, *v);
@@ -167,6 +174,7 @@ fn remove(set: &mut ObjectSet, kind: Kind, k: &ObjectKey) -> bool {
         Kind::StaticService => set.static_services.remove(k).is_some(),
         Kind::Secret => set.secrets.remove(k).is_some(),
         Kind::Deployment => set.deployments.remove(k).is_some(),
+        Kind::Pod => set.pods.remove(k).is_some(),
         Kind::Namespace => set.namespaces.remove(&k.name).is_some(),
     }
 }
@@ -185,6 +193,7 @@ fn replace_kind(to: &mut ObjectSet, from: &mut ObjectSet, kind: Kind) {
         Kind::StaticService => to.static_services = take(&mut from.static_services),
         Kind::Secret => to.secrets = take(&mut from.secrets),
         Kind::Deployment => to.deployments = take(&mut from.deployments),
+        Kind::Pod => to.pods = take(&mut from.pods),
         Kind::Namespace => to.namespaces = take(&mut from.namespaces),
     }
 }

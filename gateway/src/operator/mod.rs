@@ -10,6 +10,7 @@ pub mod inventory;
 pub mod lease;
 pub mod ledger;
 pub mod metrics;
+pub mod reports;
 pub mod status;
 pub mod watchers;
 pub mod writes;
@@ -180,6 +181,8 @@ pub async fn run(opts: OperatorOptions) -> Result<(), OperatorError> {
         .map_err(|e| OperatorError::Cds(format!("{}: {e}", opts.cds_listen)))?;
     tracing::info!(addr = %opts.cds_listen, "CDS server listening (QUIC, mutual TLS)");
 
+    let recorder = tokio::spawn(reports::run(client.clone(), cds.reports()));
+
     let (leader_tx, mut leader_rx) = watch::channel(false);
     let (stop_tx, stop_rx) = watch::channel(false);
     let elector = LeaderElector::new(
@@ -265,6 +268,7 @@ pub async fn run(opts: OperatorOptions) -> Result<(), OperatorError> {
     }
     tracing::info!("operator stopping");
     writes.abort();
+    recorder.abort();
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), election).await;
     for w in watchers {
@@ -302,6 +306,7 @@ impl Reconciler<'_> {
             cds_address: self.opts.cds_address.clone(),
             previous_secrets: BTreeMap::new(),
             serving_certificates: Default::default(),
+            offload_reports: Default::default(),
         };
         let objects = &self.inventory.objects;
         if let Some(stored) = ledger::stored(objects, &self.opts.namespace) {
@@ -309,6 +314,7 @@ impl Reconciler<'_> {
         }
         rctx.previous_secrets = self.rotation.observe(objects, &rctx, now_unix());
         rctx.serving_certificates = self.rotation.serving_certificates();
+        rctx.offload_reports = crate::render::offload::reports_from_pods(objects);
         let started = std::time::Instant::now();
         let rendered = render(objects, &rctx);
         self.rotation.rendered(&rendered);

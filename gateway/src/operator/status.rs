@@ -282,6 +282,7 @@ mod tests {
             cds_address: "cds:13478".into(),
             previous_secrets: Default::default(),
             serving_certificates: Default::default(),
+            offload_reports: Default::default(),
         }
     }
 

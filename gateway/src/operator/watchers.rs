@@ -13,7 +13,7 @@ use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::gateways::Gateway;
 use gateway_api::referencegrants::ReferenceGrant;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::WatchStreamExt as _;
 use kube::runtime::utils::ResetTimerBackoff;
@@ -181,6 +181,15 @@ pub fn spawn_all(
             all().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
             Kind::Deployment,
             Object::Deployment,
+            tx.clone(),
+            m(),
+        ),
+        // The managed dataplane pods, for the offload reports on their conditions.
+        spawn(
+            Api::<Pod>::all(c()),
+            all().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
+            Kind::Pod,
+            Object::Pod,
             tx.clone(),
             m(),
         ),

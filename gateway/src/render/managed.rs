@@ -10,9 +10,10 @@ use std::collections::BTreeMap;
 use gateway_api::gateways::Gateway;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, HTTPGetAction, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Service,
-    ServicePort, ServiceSpec, Sysctl, Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
+    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Sysctl, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -91,6 +92,17 @@ pub fn managed_resources(
         value: Some(value),
         ..Default::default()
     };
+    let from_field = |name: &str, path: &str| EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
     let mut envs = vec![
         env("TURNPIKE_GATEWAY", format!("{ns}/{name}")),
         env("TURNPIKE_CDS", ctx.cds_address.clone()),
@@ -100,6 +112,10 @@ pub fn managed_resources(
             format!("{}s", params.drain_timeout_secs),
         ),
         env("TURNPIKE_LOG_FORMAT", "json".into()),
+        // The dataplane names its pod in its CDS report (offload state), and the
+        // control plane records the report on that pod.
+        from_field("TURNPIKE_POD_NAME", "metadata.name"),
+        from_field("TURNPIKE_POD_NAMESPACE", "metadata.namespace"),
     ];
     if let Some(w) = dp.workers {
         envs.push(env("TURNPIKE_WORKERS", w.to_string()));

@@ -7,6 +7,7 @@ mod conditions;
 mod endpoints;
 mod listeners;
 mod managed;
+pub mod offload;
 mod params;
 mod program;
 mod routes;
@@ -53,6 +54,10 @@ pub struct RenderContext {
     /// last render: a Secret that turns invalid keeps the listener on it instead of
     /// taking TLS down. See [`Rendered::serving_certificates`].
     pub serving_certificates: ServingCertificates,
+    /// What each Gateway's dataplanes reported about kernel offload (for the listeners'
+    /// `Programmed` message): from the pods' conditions, or from the CDS server in
+    /// `turnpike run`.
+    pub offload_reports: offload::OffloadReports,
 }
 
 /// The certificate each TURN-TLS listener serves, by Gateway and listener name.
@@ -251,7 +256,17 @@ fn check_gateways(
             Ok(p) => (Some(p.clone()), None),
             Err(e) => (None, Some(e.clone())),
         };
-        let (listeners, listener_status) = listeners::check_listeners(objects, k, gw, &stamp, ctx);
+        let (listeners, mut listener_status) =
+            listeners::check_listeners(objects, k, gw, &stamp, ctx);
+        if let Ok(p) = class {
+            let requested = p.spec.dataplane.as_ref().and_then(|d| d.offload);
+            offload::annotate_listeners(
+                gw,
+                requested.unwrap_or(crate::crd::Offload::None),
+                ctx.offload_reports.get(k),
+                &mut listener_status,
+            );
+        }
         gateways.insert(
             k.clone(),
             GatewayState {

@@ -10,7 +10,7 @@ use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::gateways::Gateway;
 use gateway_api::referencegrants::ReferenceGrant;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Resource;
 use serde::Deserialize;
@@ -57,6 +57,8 @@ pub enum Object {
     Namespace(Box<Namespace>),
     /// A managed dataplane Deployment (from the API server only, never from YAML).
     Deployment(Box<Deployment>),
+    /// A managed dataplane pod (from the API server only), for its offload report.
+    Pod(Box<Pod>),
 }
 
 fn typed<T: DeserializeOwned + Resource>(
@@ -196,6 +198,7 @@ impl ObjectSet {
             Object::StaticService(s) => put(&mut self.static_services, "StaticService", *s),
             Object::Namespace(n) => put_named(&mut self.namespaces, "Namespace", *n),
             Object::Deployment(d) => put(&mut self.deployments, "Deployment", *d),
+            Object::Pod(p) => put(&mut self.pods, "Pod", *p),
         }
     }
 }

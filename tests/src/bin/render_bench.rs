@@ -46,6 +46,7 @@ fn main() {
         cds_address: "cds:13478".into(),
         previous_secrets: Default::default(),
         serving_certificates: Default::default(),
+        offload_reports: Default::default(),
     };
     let mut best = f64::MAX;
     let mut configs = 0;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::report::DataplaneReport;
 use super::{
     CdsError, ClientMessage, GatewaySnapshot, ServerMessage, TlsFiles, TlsIdentity, client_config,
     read_frame, write_frame,
@@ -23,6 +24,8 @@ pub struct CdsClientOptions {
     pub tls_files: Option<TlsFiles>,
     /// `namespace/name` of a Gateway, or [`super::ALL`].
     pub gateway: String,
+    /// A dataplane's facts about itself, sent with every subscription.
+    pub report: Option<DataplaneReport>,
 }
 
 /// What the client reports to its owner.
@@ -117,6 +120,7 @@ async fn session(
         &mut send,
         &ClientMessage::Subscribe {
             gateway: opts.gateway.clone(),
+            report: opts.report.clone(),
         },
     )
     .await?;

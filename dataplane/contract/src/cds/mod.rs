@@ -1,9 +1,10 @@
 //! CDS, the config discovery service (DESIGN.md §4): QUIC with mutual TLS, ALPN
 //! `turnpike-cds/1`. A client opens one bidirectional stream, sends `Subscribe`, then reads
 //! length-prefixed JSON messages: a full `Snapshot` whenever its Gateway's config changes,
-//! or `Deleted`. The wire types and the client live here, with the config they carry.
+//! or `Deleted`. A dataplane's `Subscribe` carries its [`report::DataplaneReport`]. The wire types and the client live here, with the config they carry.
 
 pub mod client;
+pub mod report;
 
 use std::sync::Arc;
 
@@ -25,7 +26,12 @@ const MAX_FRAME: u32 = 16 << 20;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum ClientMessage {
-    Subscribe { gateway: String },
+    Subscribe {
+        gateway: String,
+        /// Absent from auth-service subscriptions and from dataplanes older than it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        report: Option<report::DataplaneReport>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
