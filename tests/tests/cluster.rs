@@ -26,6 +26,9 @@ use turnpike_tests::k8s::{condition_of, wait_for};
 use turnpike_tests::standalone::tls_secret_yaml;
 use turnpike_tests::{Aioice, TestCa, Uclient, output_text, rest_credentials, turnpike_bin};
 
+#[path = "cluster/offload.rs"]
+mod kernel_offload;
+
 const LB: &str = "198.18.253.10";
 const LB_TLS: &str = "198.18.253.11";
 const DATAPLANE: &str = "turnpike.dev/gateway=media-gateway";
@@ -224,6 +227,8 @@ fn turnpike_on_a_real_single_node_cluster() {
     rolls_without_cutting_allocations(&c, &client);
     phase("the leader operator pod is deleted");
     leader_fails_over(&c, &client);
+    phase("kernel offload in a real pod");
+    kernel_offload::relays_in_the_kernel(&c, &client, &echo);
     phase("a deleted Gateway's objects are garbage-collected");
     gateway_objects_are_collected(&c);
     phase("helm install gives the same result");
