@@ -384,3 +384,47 @@ fn unfinished_checksums_are_passed_up_and_relayed_in_userspace() {
     .unwrap_or(0.0);
     assert_eq!(passed, 2.0 * want, "both directions passed up, counted");
 }
+
+/// `turnpike run --offload TC` in the gateway namespace: the in-process dataplane's report
+/// reaches the listener's `Programmed` message that `/status` (and `turnpike status`)
+/// shows, though no GatewayConfig asks for offload.
+#[test]
+fn turnpike_run_shows_offload_in_the_listener_status() {
+    let lab = Topology::new(&prefix(11), SenderOffloads { tx_checksum: false });
+    let dir = turnpike_tests::standalone::ConfigDir::new(PORT, ECHO);
+    let (admin, dp_admin, auth) = (18080, 18086, 18088);
+    let log = dir.path.parent().unwrap().join("run.log");
+    let f = std::fs::File::create(&log).unwrap();
+    let _run = turnpike_tests::Proc::spawn(
+        "turnpike run --offload TC",
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &lab.gateway.name])
+            .arg(turnpike_tests::turnpike_bin())
+            .arg("run")
+            .arg(&dir.path)
+            .args(["--offload", "TC", "--workers", "1", "--cds", "127.0.0.1:0"])
+            .args(["--admin", &format!("127.0.0.1:{admin}")])
+            .args(["--dataplane-admin", &format!("127.0.0.1:{dp_admin}")])
+            .args(["--auth", &format!("127.0.0.1:{auth}")])
+            .stdout(f.try_clone().unwrap())
+            .stderr(f),
+    );
+    let want = "served by the dataplane; kernel offload TC active on 1 of 1 dataplanes";
+    let end = Instant::now() + Duration::from_secs(20);
+    let mut last = String::new();
+    while Instant::now() < end {
+        last = lab
+            .gateway
+            .run(move || turnpike_tests::http_get(admin, "/status"))
+            .map(|(_, body)| body)
+            .unwrap_or_default();
+        if last.contains(want) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!(
+        "no {want:?} in /status:\n{last}\nlog:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}

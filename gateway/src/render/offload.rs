@@ -198,6 +198,12 @@ pub fn summary(
     })
 }
 
+fn parse_mode(s: &str) -> Option<Offload> {
+    [Offload::Tc, Offload::Xdp, Offload::Auto]
+        .into_iter()
+        .find(|m| m.as_str() == s)
+}
+
 /// Appends [`summary`] to the `Programmed` message of every programmed TURN-UDP listener
 /// of `gw` (offload relays UDP only).
 pub(super) fn annotate_listeners(
@@ -206,6 +212,17 @@ pub(super) fn annotate_listeners(
     reports: Option<&BTreeMap<String, OffloadStatus>>,
     statuses: &mut [GatewayStatusListeners],
 ) {
+    // `turnpike run --offload` asks without GatewayConfig: the dataplanes say what they
+    // were asked for.
+    let requested = match requested {
+        Offload::None => reports
+            .into_iter()
+            .flat_map(|r| r.values())
+            .find(|r| r.is_requested())
+            .and_then(|r| parse_mode(&r.requested))
+            .unwrap_or(Offload::None),
+        asked => asked,
+    };
     let Some(text) = summary(requested, reports) else {
         return;
     };
