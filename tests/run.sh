@@ -48,6 +48,11 @@ command -v iptables >/dev/null 2>&1 || packages+=(iptables)
 command -v clang >/dev/null 2>&1 || packages+=(clang)
 [ -f /usr/include/bpf/bpf_helpers.h ] || packages+=(libbpf-dev)
 command -v ethtool >/dev/null 2>&1 || packages+=(ethtool)
+# Real media (tests/tests/janus.rs): Janus, its demo pages and janus.js, an HTTP proxy for
+# the proxy-only network profile.
+command -v janus >/dev/null 2>&1 || packages+=(janus janus-demos libjs-janus-gateway)
+command -v tinyproxy >/dev/null 2>&1 || packages+=(tinyproxy)
+command -v curl >/dev/null 2>&1 || packages+=(curl)
 if [ ${#packages[@]} -gt 0 ]; then
   step "apt-get install ${packages[*]}"
   "${sudo_cmd[@]}" apt-get update -qq

@@ -33,6 +33,15 @@ pub fn listener_uri(l: &ListenerConfig) -> Option<String> {
     })
 }
 
+/// UDP, then TCP, then TLS.
+fn transport_rank(p: Protocol) -> u8 {
+    match p {
+        Protocol::TurnUdp => 0,
+        Protocol::TurnTcp => 1,
+        Protocol::TurnTls => 2,
+    }
+}
+
 /// Credentials for `userid` valid for `ttl` seconds from `now` on this dataplane.
 pub fn credential(
     cfg: &DataplaneConfig,
@@ -65,12 +74,15 @@ pub fn ice_server(
     ttl: u64,
     now: u64,
 ) -> Option<IceServer> {
-    let urls: Vec<String> = cfg
+    // Cheapest first: clients try URIs in order, and a browser that can use UDP should
+    // not start on TCP or TLS (Chromium gathers all, but orders its candidates by it too).
+    let mut listeners: Vec<&ListenerConfig> = cfg
         .listeners
         .iter()
         .filter(|l| listener.is_none_or(|n| n == l.name))
-        .filter_map(listener_uri)
         .collect();
+    listeners.sort_by_key(|l| transport_rank(l.protocol));
+    let urls: Vec<String> = listeners.into_iter().filter_map(listener_uri).collect();
     if urls.is_empty() {
         return None;
     }
@@ -122,9 +134,10 @@ listeners:
             s.urls,
             vec![
                 "turn:203.0.113.1:3478?transport=udp",
-                "turns:turn.example.com:443?transport=tcp",
-                "turn:[2001:db8::1]:3478?transport=tcp"
-            ]
+                "turn:[2001:db8::1]:3478?transport=tcp",
+                "turns:turn.example.com:443?transport=tcp"
+            ],
+            "UDP, then TCP, then TLS, whatever the listeners' order"
         );
         let s = ice_server(&c, Some("tls"), "alice", 600, 1_000).unwrap();
         assert_eq!(s.urls, vec!["turns:turn.example.com:443?transport=tcp"]);

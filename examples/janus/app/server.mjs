@@ -1,0 +1,99 @@
+// The demo's application server, as a real app would have one: it serves the page,
+// asks Turnpike's auth service for an ICE config with its own token (the token never
+// reaches the browser), and forwards the page's Janus API calls to Janus, which only it
+// can reach. Node's standard library only.
+//
+//   node examples/janus/app/server.mjs
+//
+// Environment:
+//   APP_LISTEN    address:port to serve on (default 127.0.0.1:8443)
+//   APP_TLS_CERT, APP_TLS_KEY   PEM files: serve HTTPS (a browser needs a secure context
+//                 for the camera; plain HTTP is fine on 127.0.0.1)
+//   AUTH_URL      the auth service (default http://127.0.0.1:8088)
+//   AUTH_TOKEN    the JWT for it (e.g. from `turnpike token --dir DIR`)
+//   GATEWAY       the Gateway whose ICE config to hand out (namespace/name)
+//   JANUS_URL     Janus' REST API (default http://127.0.0.1:8188/janus)
+import { createServer as createHttp } from "node:http";
+import { createServer as createHttps } from "node:https";
+import { readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const env = process.env;
+const listen = env.APP_LISTEN || "127.0.0.1:8443";
+const authUrl = env.AUTH_URL || "http://127.0.0.1:8088";
+const token = env.AUTH_TOKEN || "";
+const gateway = env.GATEWAY || "";
+const janusUrl = (env.JANUS_URL || "http://127.0.0.1:8188/janus").replace(/\/$/, "");
+
+const files = {
+  "/": ["index.html", "text/html; charset=utf-8"],
+  "/index.html": ["index.html", "text/html; charset=utf-8"],
+  "/app.js": ["app.js", "text/javascript; charset=utf-8"],
+};
+
+function send(res, status, type, body) {
+  res.writeHead(status, { "content-type": type, "cache-control": "no-store" });
+  res.end(body);
+}
+
+function log(...args) {
+  console.log(new Date().toISOString(), ...args);
+}
+
+async function readBody(req) {
+  const chunks = [];
+  for await (const c of req) chunks.push(c);
+  return Buffer.concat(chunks);
+}
+
+// GET /ice-config[?policy=all]: the auth service's RTCConfiguration for this Gateway, for
+// a user id the app chooses (here: per page load).
+async function iceConfig(url, res) {
+  const q = new URLSearchParams({ gateway, userid: `demo-${Date.now() % 100000}` });
+  const policy = url.searchParams.get("policy");
+  if (policy) q.set("iceTransportPolicy", policy);
+  const r = await fetch(`${authUrl}/ice-config?${q}`, {
+    headers: { authorization: `Bearer ${token}` },
+  });
+  const body = await r.text();
+  if (!r.ok) log(`auth service answered ${r.status}: ${body}`);
+  send(res, r.ok ? 200 : 502, "application/json", body);
+}
+
+// /janus/...: forwarded as is (Janus long-polls on GET /janus/SESSION).
+async function janus(req, url, res) {
+  const target = janusUrl + url.pathname.slice("/janus".length) + url.search;
+  const init = { method: req.method, headers: { "content-type": "application/json" } };
+  if (req.method === "POST") init.body = await readBody(req);
+  const r = await fetch(target, init);
+  send(res, r.status, "application/json", await r.text());
+}
+
+async function handle(req, res) {
+  const url = new URL(req.url, "http://app");
+  try {
+    if (url.pathname === "/ice-config") return await iceConfig(url, res);
+    if (url.pathname === "/janus" || url.pathname.startsWith("/janus/")) {
+      return await janus(req, url, res);
+    }
+    const f = files[url.pathname];
+    if (f && req.method === "GET") return send(res, 200, f[1], readFileSync(join(here, f[0])));
+    send(res, 404, "text/plain", "not found\n");
+  } catch (e) {
+    log(`${req.method} ${url.pathname}: ${e}`);
+    send(res, 502, "text/plain", `${e}\n`);
+  }
+}
+
+const tls = env.APP_TLS_CERT && env.APP_TLS_KEY
+  ? { cert: readFileSync(env.APP_TLS_CERT), key: readFileSync(env.APP_TLS_KEY) }
+  : null;
+const server = tls ? createHttps(tls, handle) : createHttp(handle);
+const i = listen.lastIndexOf(":");
+const host = listen.slice(0, i).replace(/^\[|\]$/g, "");
+server.listen(Number(listen.slice(i + 1)), host, () => {
+  log(`app server on ${tls ? "https" : "http"}://${listen} (Gateway ${gateway}, Janus ${janusUrl})`);
+});
+for (const sig of ["SIGTERM", "SIGINT"]) process.on(sig, () => server.close(() => process.exit(0)));

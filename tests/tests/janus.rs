@@ -1,0 +1,247 @@
+//! Real media through Turnpike (issue 16): Janus in a network namespace of its own,
+//! reachable only through the Gateway's relay; headless Chromium with a fake camera and
+//! microphone in a client namespace behind a NAT router (tests/netlab/netlab.sh), using
+//! only relayed candidates with credentials from the app server's `/ice-config`
+//! (examples/janus). Screenshots of the received video go to tests/artifacts/.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use turnpike_tests::{output_text, repo_root};
+
+fn require_browser() {
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "chromium is not installed: run tests/run.sh"
+    );
+    assert!(
+        repo_root()
+            .join("tests/browser/node_modules/playwright-core")
+            .exists(),
+        "playwright-core is not installed: run tests/run.sh"
+    );
+    for tool in ["janus", "tinyproxy", "node"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .unwrap();
+        assert!(
+            found.status.success(),
+            "{tool} is not installed: run tests/run.sh"
+        );
+    }
+}
+
+fn artifacts() -> PathBuf {
+    let dir = repo_root().join("tests/artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The demo of examples/janus/run.sh, up for one test and down when dropped.
+struct Demo {
+    state: tempfile::TempDir,
+    env: std::collections::BTreeMap<String, String>,
+}
+
+impl Demo {
+    fn up(prefix: &str) -> Demo {
+        let state = tempfile::tempdir().unwrap();
+        let out = Command::new(repo_root().join("examples/janus/run.sh"))
+            .arg("up")
+            .arg(state.path())
+            .env("NETLAB_PREFIX", prefix)
+            .output()
+            .unwrap();
+        let demo_env = std::fs::read_to_string(state.path().join("env")).unwrap_or_default();
+        let demo = Demo {
+            env: demo_env
+                .lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            state,
+        };
+        assert!(out.status.success(), "run.sh up: {}", output_text(&out));
+        demo
+    }
+
+    fn var(&self, k: &str) -> &str {
+        self.env.get(k).map_or("", String::as_str)
+    }
+
+    /// `turnpike_relayed_bytes_total` of route `default/janus`, both directions, from the
+    /// dataplane's admin port in the gateway namespace.
+    fn route_bytes(&self) -> f64 {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &format!("{}-g", self.var("NETLAB_PREFIX"))])
+            .args(["curl", "-sf", "http://127.0.0.1:9086/metrics"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| {
+                l.starts_with("turnpike_relayed_bytes_total{")
+                    && l.contains("route=\"default/janus\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.state.path().join(name)).unwrap_or_default()
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("examples/janus/run.sh"))
+            .arg("down")
+            .arg(self.state.path())
+            .output();
+    }
+}
+
+/// Browsers and Janus share two cores with the rest of the suite; the tests here run one
+/// at a time so timings measure the network, not each other.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn prefix(test: u32) -> String {
+    format!("j{test}{}", std::process::id() % 1000)
+}
+
+#[test]
+fn a_browser_publishes_and_another_receives_through_janus_and_turnpike() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    require_browser();
+    let demo = Demo::up(&prefix(1));
+    let shot = artifacts().join("janus-videoroom-subscriber.png");
+    let out = Command::new("node")
+        .arg(repo_root().join("tests/browser/janus-call.mjs"))
+        .args([demo.var("APP_URL"), "videoroom"])
+        .arg(&shot)
+        .arg("10")
+        .env("CLIENT_NS", demo.var("CLIENT_NS"))
+        .env(
+            "CHROMIUM_FLAGS",
+            format!("--ignore-certificate-errors-spki-list={}", demo.var("SPKI")),
+        )
+        .output()
+        .unwrap();
+    let text = output_text(&out);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| {
+            panic!(
+                "no result from the browsers:\n{text}\nturnpike:\n{}\njanus:\n{}",
+                demo.log("turnpike.log"),
+                demo.log("janus.log")
+            )
+        });
+    let r: Value = serde_json::from_str(line).unwrap();
+    eprintln!("{}", serde_json::to_string_pretty(&r).unwrap());
+    assert_eq!(r["publisher"]["state"], "connected", "publisher: {r}");
+    assert_eq!(r["state"], "connected", "subscriber: {r}");
+    for side in [&r["publisher"]["stats"], &r["stats"]] {
+        assert_eq!(
+            side["selected"]["local"]["type"], "relay",
+            "only relayed candidates: {side}"
+        );
+    }
+    let video = &r["stats"]["inbound"]["video"];
+    let audio = &r["stats"]["inbound"]["audio"];
+    let frames = video["framesDecoded"].as_u64().unwrap_or(0);
+    assert!(
+        frames >= 150,
+        "video frames decoded in 10 s: {frames} ({video})"
+    );
+    let audio_packets = audio["packetsReceived"].as_u64().unwrap_or(0);
+    assert!(
+        audio_packets >= 250,
+        "audio packets in 10 s: {audio_packets} ({audio})"
+    );
+    for (kind, s) in [("video", video), ("audio", audio)] {
+        let received = s["packetsReceived"].as_f64().unwrap_or(0.0);
+        let lost = s["packetsLost"].as_f64().unwrap_or(0.0).max(0.0);
+        let loss = lost / (received + lost);
+        assert!(loss <= 0.01, "{kind} loss {:.2} % ({s})", loss * 100.0);
+    }
+    // Both browsers' media crossed the route to Janus: the subscriber's received video
+    // alone is more than this.
+    let received = video["bytesReceived"].as_f64().unwrap_or(0.0);
+    let bytes = demo.route_bytes();
+    assert!(
+        bytes >= received,
+        "Turnpike counted {bytes} bytes on route default/janus; the subscriber alone received {received}"
+    );
+    assert!(shot.exists(), "screenshot {}", shot.display());
+}
+
+/// Every egress profile of the test bed, 10 EchoTest calls each (tests/netlab/profiles.py
+/// prints the same table for README.md).
+#[test]
+fn calls_connect_from_every_network_that_lets_tcp_443_out() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    require_browser();
+    let json = tempfile::NamedTempFile::new().unwrap();
+    let shots = artifacts().join("netlab");
+    let out = Command::new(repo_root().join("tests/netlab/profiles.py"))
+        .args(["--calls", "10", "--json"])
+        .arg(json.path())
+        .arg("--shots")
+        .arg(&shots)
+        .env("NETLAB_PREFIX", prefix(2))
+        .output()
+        .unwrap();
+    let text = output_text(&out);
+    assert!(out.status.success(), "profiles.py: {text}");
+    eprintln!("{text}");
+    let rows: Vec<Value> = serde_json::from_slice(&std::fs::read(json.path()).unwrap()).unwrap();
+    assert_eq!(rows.len(), 7, "{text}");
+    for r in &rows {
+        let name = r["row"].as_str().unwrap_or("?");
+        let calls = r["calls"].as_u64().unwrap_or(0);
+        let connected = r["connected"].as_u64().unwrap_or(0);
+        assert_eq!(calls, 10, "{name}: {r}");
+        if r["expected_to_connect"] == true {
+            assert_eq!(connected, calls, "{name}: every call connects: {r}");
+            let p95 = r["p95_ms"].as_f64().unwrap_or(f64::MAX);
+            assert!(p95 < 1000.0, "{name}: p95 {p95} ms to ICE connected: {r}");
+        } else {
+            assert_eq!(connected, 0, "{name}: nothing can pass: {r}");
+            // A clear failure naming what was refused, at the page's deadline.
+            for f in r["failures"].as_array().unwrap() {
+                let f = f.as_str().unwrap_or("");
+                assert!(
+                    f.contains("no relayed path within 10 s") && f.contains("701"),
+                    "{name}: {f}"
+                );
+            }
+        }
+    }
+    // Which transport each profile needed: the one its rules leave.
+    let transport = |row: usize| r_transports(&rows[row]);
+    assert!(
+        transport(2).contains(&"tcp".to_string()),
+        "udp-blocked: TURN over TCP"
+    );
+    for row in [3, 4, 5] {
+        assert_eq!(
+            transport(row),
+            ["tls"],
+            "{}: TURN over TLS on 443",
+            rows[row]["row"]
+        );
+    }
+}
+
+fn r_transports(r: &Value) -> Vec<String> {
+    r["transports"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
