@@ -32,7 +32,6 @@ up() {
   done
   echo "$prefix" > "$state/prefix"
   "$netlab" up "$prefix" "$nat"
-  "$netlab" profile "$prefix" "$profile"
 
   # A CA and one certificate for the Gateway's TLS name and the web server.
   local tls=$state/tls
@@ -41,7 +40,7 @@ up() {
     -subj "/CN=Turnpike demo CA" -keyout "$tls/ca.key" -out "$tls/ca.pem" 2>/dev/null
   openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=turn.netlab.test" \
     -keyout "$tls/server.key" -out "$tls/server.csr" 2>/dev/null
-  printf 'subjectAltName=DNS:turn.netlab.test,DNS:app.netlab.test,IP:198.18.100.1,IP:198.18.100.2\n' \
+  printf 'subjectAltName=%s\n' "DNS:turn.netlab.test,DNS:app.netlab.test,DNS:turn6.netlab.test,DNS:app6.netlab.test,IP:198.18.100.1,IP:198.18.100.2,IP:2001:2:0:100::1,IP:2001:2:0:100::2" \
     > "$tls/ext"
   openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" \
     -CAcreateserial -days 2 -extfile "$tls/ext" -out "$tls/server.pem" 2>/dev/null
@@ -86,19 +85,24 @@ CONF
   ip netns exec "$r" tinyproxy -d -c "$state/tinyproxy.conf" > "$state/tinyproxy.log" 2>&1 &
   echo $! > "$state/tinyproxy.pid"
 
-  wait_for "Janus' API" ip netns exec "$m" curl -sf -o /dev/null http://198.18.110.2:8188/janus/info
-  wait_for "Turnpike's auth service" ip netns exec "$g" curl -sf -o /dev/null http://127.0.0.1:8088/livez
-  APP_LISTEN=198.18.100.2:443 APP_TLS_CERT=$tls/server.pem APP_TLS_KEY=$tls/server.key \
-    AUTH_URL=http://127.0.0.1:8088 AUTH_TOKEN=$(cat "$state/token") GATEWAY=default/janus \
+  wait_for "Janus' API" ip netns exec "$m" curl -sf -o /dev/null --max-time 2 \
+    http://198.18.110.2:8188/janus/info
+  wait_for "Turnpike's auth service" ip netns exec "$g" curl -sf -o /dev/null --max-time 2 \
+    http://127.0.0.1:8088/livez
+  APP_LISTEN=198.18.100.2:443,[2001:2:0:100::2]:443 APP_TLS_CERT=$tls/server.pem APP_TLS_KEY=$tls/server.key \
+    AUTH_URL=http://127.0.0.1:8088 AUTH_TOKEN=$(cat "$state/token") NAMESPACE=default \
     JANUS_URL=http://198.18.110.2:8188/janus \
     ip netns exec "$g" node "$here/app/server.mjs" > "$state/app.log" 2>&1 &
   echo $! > "$state/app.pid"
-  wait_for "the app server" ip netns exec "$prefix-c" curl -sf -o /dev/null \
+  wait_for "the app server" ip netns exec "$prefix-c" curl -sf -o /dev/null --max-time 2 \
     --cacert "$tls/ca.pem" https://app.netlab.test/
+  # The client's network gets its profile once everything answers.
+  "$netlab" profile "$prefix" "$profile"
   cat > "$state/env" <<ENV
 NETLAB_PREFIX=$prefix
 CLIENT_NS=$prefix-c
 APP_URL=https://app.netlab.test/
+APP_URL6=https://app6.netlab.test/
 SPKI=$(cat "$tls/spki")
 PROXY=http://198.18.121.1:3128
 ENV

@@ -30,6 +30,7 @@ ROWS = [
     ("tcp-443-only", "cone", "tcp-443-only", False, True),
     ("tls-443-only", "cone", "tls-443-only", False, True),
     ("http-proxy-only", "cone", "http-proxy-only", True, True),
+    ("ipv6-only (the IPv6 Gateway)", "cone", "ipv6-only", False, True),
     ("web-only (no TURN transport passes)", "cone", "web-only", False, False),
 ]
 
@@ -52,7 +53,8 @@ def run_row(env, row, calls, shots):
         flags += f" --proxy-server={env['PROXY']}"
     shot = Path(shots) / f"{profile}-{nat}.png"
     out = subprocess.run(
-        ["node", str(CALL), env["APP_URL"], "echotest", str(shot), "1", str(calls)],
+        ["node", str(CALL), env["APP_URL6" if profile == "ipv6-only" else "APP_URL"],
+         "echotest", str(shot), "1", str(calls)],
         env={**os.environ, "CLIENT_NS": env["CLIENT_NS"], "CHROMIUM_FLAGS": flags},
         capture_output=True, text=True, timeout=60 + calls * 40,
     )
@@ -60,13 +62,14 @@ def run_row(env, row, calls, shots):
     if line is None:
         raise SystemExit(f"{name}: no result from the browser:\n{out.stdout}\n{out.stderr}")
     results = json.loads(line)["calls"]
-    times, transports, failures = [], {}, []
+    times, transports, failures, urls = [], {}, [], set()
     for c in results:
         marks = c.get("marks") or {}
         if c.get("state") == "connected" and "connected" in marks and "offer" in marks:
             times.append(marks["connected"] - marks["offer"])
             local = (c.get("stats") or {}).get("selected", {}).get("local") or {}
             transports[local.get("protocol")] = transports.get(local.get("protocol"), 0) + 1
+            urls.add(local.get("url"))
         else:
             failures.append(c.get("error") or c.get("state"))
     return {
@@ -74,6 +77,7 @@ def run_row(env, row, calls, shots):
         "calls": len(results), "connected": len(times),
         "p50_ms": percentile(times, 50), "p95_ms": percentile(times, 95),
         "times_ms": times, "transports": transports, "failures": failures,
+        "urls": sorted(u for u in urls if u),
         "screenshot": str(shot),
     }
 

@@ -201,7 +201,7 @@ fn calls_connect_from_every_network_that_lets_tcp_443_out() {
     assert!(out.status.success(), "profiles.py: {text}");
     eprintln!("{text}");
     let rows: Vec<Value> = serde_json::from_slice(&std::fs::read(json.path()).unwrap()).unwrap();
-    assert_eq!(rows.len(), 7, "{text}");
+    assert_eq!(rows.len(), 8, "{text}");
     for r in &rows {
         let name = r["row"].as_str().unwrap_or("?");
         let calls = r["calls"].as_u64().unwrap_or(0);

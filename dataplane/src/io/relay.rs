@@ -188,11 +188,15 @@ pub fn source_towards(dst: SocketAddr) -> io::Result<IpAddr> {
 
 /// The address relay sockets should use for a listener bound to `listen`: the listener's
 /// own address when it is specific, else the local address the kernel would use to reach
-/// the first route endpoint of that family (nothing is sent).
+/// the first route endpoint of that family (nothing is sent). A listener on a specific
+/// IPv6 address relays IPv4 too: clients that do not ask for a family get IPv4 (RFC 8656
+/// §7.2), and browsers on IPv6-only networks do not ask.
 pub fn relay_addrs(listen: IpAddr, peers: &[IpAddr]) -> RelayAddrs {
     let probe = |target: Option<&IpAddr>| -> Option<IpAddr> {
         source_towards(SocketAddr::new(*target?, 9)).ok()
     };
+    let v4_peer = peers.iter().find(|p| p.is_ipv4());
+    let v6_peer = peers.iter().find(|p| p.is_ipv6());
     if !listen.is_unspecified() {
         let ip = listen.to_canonical();
         return if ip.is_ipv4() {
@@ -202,13 +206,11 @@ pub fn relay_addrs(listen: IpAddr, peers: &[IpAddr]) -> RelayAddrs {
             }
         } else {
             RelayAddrs {
-                v4: None,
+                v4: probe(v4_peer),
                 v6: Some(ip),
             }
         };
     }
-    let v4_peer = peers.iter().find(|p| p.is_ipv4());
-    let v6_peer = peers.iter().find(|p| p.is_ipv6());
     let v4 = probe(v4_peer).or_else(|| probe(Some(&IpAddr::from([192, 0, 2, 1]))));
     let v6 = if listen.is_ipv6() {
         probe(v6_peer)

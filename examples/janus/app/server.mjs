@@ -6,12 +6,14 @@
 //   node examples/janus/app/server.mjs
 //
 // Environment:
-//   APP_LISTEN    address:port to serve on (default 127.0.0.1:8443)
+//   APP_LISTEN    address:port to serve on, or several, comma-separated (default
+//                 127.0.0.1:8443)
 //   APP_TLS_CERT, APP_TLS_KEY   PEM files: serve HTTPS (a browser needs a secure context
 //                 for the camera; plain HTTP is fine on 127.0.0.1)
 //   AUTH_URL      the auth service (default http://127.0.0.1:8088)
 //   AUTH_TOKEN    the JWT for it (e.g. from `turnpike token --dir DIR`)
-//   GATEWAY       the Gateway whose ICE config to hand out (namespace/name)
+//   GATEWAY       the Gateway whose ICE config to hand out (namespace/name), or
+//   NAMESPACE     every Gateway of a namespace (e.g. one per address family)
 //   JANUS_URL     Janus' REST API (default http://127.0.0.1:8188/janus)
 import { createServer as createHttp } from "node:http";
 import { createServer as createHttps } from "node:https";
@@ -25,6 +27,7 @@ const listen = env.APP_LISTEN || "127.0.0.1:8443";
 const authUrl = env.AUTH_URL || "http://127.0.0.1:8088";
 const token = env.AUTH_TOKEN || "";
 const gateway = env.GATEWAY || "";
+const namespace = env.NAMESPACE || "";
 const janusUrl = (env.JANUS_URL || "http://127.0.0.1:8188/janus").replace(/\/$/, "");
 
 const files = {
@@ -51,7 +54,9 @@ async function readBody(req) {
 // GET /ice-config[?policy=all]: the auth service's RTCConfiguration for this Gateway, for
 // a user id the app chooses (here: per page load).
 async function iceConfig(url, res) {
-  const q = new URLSearchParams({ gateway, userid: `demo-${Date.now() % 100000}` });
+  const q = new URLSearchParams({ userid: `demo-${Date.now() % 100000}` });
+  if (gateway) q.set("gateway", gateway);
+  if (namespace) q.set("namespace", namespace);
   const policy = url.searchParams.get("policy");
   if (policy) q.set("iceTransportPolicy", policy);
   const r = await fetch(`${authUrl}/ice-config?${q}`, {
@@ -90,10 +95,13 @@ async function handle(req, res) {
 const tls = env.APP_TLS_CERT && env.APP_TLS_KEY
   ? { cert: readFileSync(env.APP_TLS_CERT), key: readFileSync(env.APP_TLS_KEY) }
   : null;
-const server = tls ? createHttps(tls, handle) : createHttp(handle);
-const i = listen.lastIndexOf(":");
-const host = listen.slice(0, i).replace(/^\[|\]$/g, "");
-server.listen(Number(listen.slice(i + 1)), host, () => {
-  log(`app server on ${tls ? "https" : "http"}://${listen} (Gateway ${gateway}, Janus ${janusUrl})`);
+const servers = listen.split(",").map((addr) => {
+  const server = tls ? createHttps(tls, handle) : createHttp(handle);
+  const i = addr.lastIndexOf(":");
+  const host = addr.slice(0, i).replace(/^\[|\]$/g, "");
+  server.listen(Number(addr.slice(i + 1)), host, () => {
+    log(`app server on ${tls ? "https" : "http"}://${addr} (Gateways ${gateway || namespace}, Janus ${janusUrl})`);
+  });
+  return server;
 });
-for (const sig of ["SIGTERM", "SIGINT"]) process.on(sig, () => server.close(() => process.exit(0)));
+for (const sig of ["SIGTERM", "SIGINT"]) process.on(sig, () => process.exit(0));
