@@ -73,21 +73,27 @@ impl Demo {
         self.env.get(k).map_or("", String::as_str)
     }
 
-    /// `turnpike_relayed_bytes_total` of route `default/janus`, both directions, from the
-    /// dataplane's admin port in the gateway namespace.
+    /// `turnpike_relayed_bytes_total` of route `default/janus`, both directions, summed
+    /// over the two dataplanes `turnpike run` starts (the IPv4 and the IPv6 Gateway, admin
+    /// ports 9086 and 9087 in the gateway namespace): a dual-stack browser may take either.
     fn route_bytes(&self) -> f64 {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &format!("{}-g", self.var("NETLAB_PREFIX"))])
-            .args(["curl", "-sf", "http://127.0.0.1:9086/metrics"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| {
-                l.starts_with("turnpike_relayed_bytes_total{")
-                    && l.contains("route=\"default/janus\"")
+        [9086, 9087]
+            .iter()
+            .map(|port| {
+                let out = Command::new("ip")
+                    .args(["netns", "exec", &format!("{}-g", self.var("NETLAB_PREFIX"))])
+                    .args(["curl", "-sf", &format!("http://127.0.0.1:{port}/metrics")])
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .filter(|l| {
+                        l.starts_with("turnpike_relayed_bytes_total{")
+                            && l.contains("route=\"default/janus\"")
+                    })
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum::<f64>()
             })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
 
