@@ -1,7 +1,7 @@
 //! Records what dataplanes report over CDS on their pods. Every replica serves CDS, and a
 //! dataplane reaches one of them; only the leader writes Gateway status. So the replica a
 //! dataplane reports to writes the report on that dataplane's pod (the condition
-//! [`POD_CONDITION`], which `kubectl describe pod` shows too), and the leader reads it
+//! [`crate::render::offload::POD_CONDITION`], which `kubectl describe pod` shows too), and the leader reads it
 //! from there like any other watched state.
 
 use std::collections::BTreeMap;
@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use turnpike_contract::cds::report::{OffloadStatus, PodName};
 
 use crate::cds::server::Reports;
-use crate::render::offload::{POD_CONDITION, pod_belongs_to, pod_condition};
+use crate::render::offload::{offload_condition, pod_belongs_to, pod_condition};
 
 /// A write that failed (the API server away, the pod not listed yet) is retried this often.
 const RETRY: Duration = Duration::from_secs(5);
@@ -34,6 +34,8 @@ pub async fn run(client: kube::Client, mut reports: watch::Receiver<Reports>) {
                     .filter_map(move |r| Some((gateway.clone(), r.pod.clone()?, r.offload.clone())))
             })
             .collect();
+        // Forget pods no longer connected here: a later report writes again.
+        written.retain(|p, _| wanted.iter().any(|(_, w, _)| w == p));
         let mut failed = false;
         for (gateway, pod, offload) in wanted {
             if written.get(&pod) == Some(&offload) {
@@ -50,13 +52,6 @@ pub async fn run(client: kube::Client, mut reports: watch::Receiver<Reports>) {
                 }
             }
         }
-        // Forget pods no longer connected here: a later report writes again.
-        let connected: Vec<PodName> = reports
-            .borrow()
-            .values()
-            .flat_map(|m| m.values().filter_map(|r| r.pod.clone()))
-            .collect();
-        written.retain(|p, _| connected.contains(p));
         let retry = async {
             if failed {
                 tokio::time::sleep(RETRY).await;
@@ -95,12 +90,7 @@ async fn write(
         return Err(ReportError::NotOurs);
     }
     let mut condition = pod_condition(offload, crate::standalone::now_time());
-    let before = current
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.type_ == POD_CONDITION));
-    if let Some(b) = before {
+    if let Some(b) = offload_condition(&current) {
         if b.status == condition.status
             && b.reason == condition.reason
             && b.message == condition.message

@@ -103,6 +103,16 @@ fn from_pod_condition(c: &PodCondition) -> OffloadStatus {
     }
 }
 
+/// The pod's [`POD_CONDITION`], when a report was recorded on it.
+pub fn offload_condition(pod: &Pod) -> Option<&PodCondition> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == POD_CONDITION)
+}
+
 /// The reports recorded on the managed dataplane pods (operator), by Gateway. A pod that
 /// is being deleted no longer counts.
 pub fn reports_from_pods(objects: &ObjectSet) -> OffloadReports {
@@ -119,12 +129,7 @@ pub fn reports_from_pods(objects: &ObjectSet) -> OffloadReports {
         else {
             continue;
         };
-        let condition = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|cs| cs.iter().find(|c| c.type_ == POD_CONDITION));
-        if let Some(c) = condition {
+        if let Some(c) = offload_condition(pod) {
             out.entry(ObjectKey::new(&key.namespace, gateway))
                 .or_default()
                 .insert(format!("pod {}", key.name), from_pod_condition(c));
