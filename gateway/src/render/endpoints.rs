@@ -16,6 +16,11 @@ use crate::objects::{ObjectKey, ObjectSet};
 use super::conditions::reason;
 
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// Service annotation: the relay may also reach the Service's ready endpoints on every
+/// port of this range (`20000-20199`, or one port). Media servers such as Janus take one
+/// port per call from a range; a Service can only list single ports, and Gateway API
+/// requires a backendRef to a Service to name one of them.
+pub const PEER_PORT_RANGE_ANNOTATION: &str = "turnpike.dev/peer-port-range";
 const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
 /// Why a backendRef did not resolve: a Gateway API reason and a message.
@@ -145,7 +150,8 @@ fn bracket(ip: &str) -> String {
 }
 
 /// The ready EndpointSlice addresses on the Service port's target port, plus
-/// ClusterIP:port.
+/// ClusterIP:port, plus the ready addresses on the range of
+/// [`PEER_PORT_RANGE_ANNOTATION`] when the Service has one.
 fn service_endpoints(
     slices: &SliceIndex<'_>,
     ns: &str,
@@ -163,6 +169,8 @@ fn service_endpoints(
             format!("Service {ns}/{name} has no port {port}"),
         ));
     };
+    let range = peer_port_range(ns, name, svc)?;
+    let mut ranged = Vec::new();
     let mut out = Vec::new();
     // Addresses that are not IPs (FQDN EndpointSlices) name nothing a relay can reach.
     let mut add = |ip: &str, port: i32| {
@@ -194,22 +202,55 @@ fn service_endpoints(
             };
             (by_name || by_number).then_some(p.port).flatten()
         });
-        let Some(slice_port) = slice_port else {
-            continue;
-        };
         for ep in &slice.endpoints {
             let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
             if !ready {
                 continue;
             }
             for a in &ep.addresses {
-                add(a, slice_port);
+                if let Some(slice_port) = slice_port {
+                    add(a, slice_port);
+                }
+                if let (Some((first, last)), Ok(ip)) = (range, a.parse::<IpAddr>()) {
+                    ranged.push(EndpointSpec::host_port_range(ip, first, last));
+                }
             }
         }
     }
+    out.extend(ranged);
     out.sort();
     out.dedup();
     Ok(out)
+}
+
+/// The port range a Service's [`PEER_PORT_RANGE_ANNOTATION`] names, if it has one.
+fn peer_port_range(ns: &str, name: &str, svc: &Service) -> Result<Option<(u16, u16)>, Unresolved> {
+    let Some(text) = svc
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(PEER_PORT_RANGE_ANNOTATION))
+    else {
+        return Ok(None);
+    };
+    let invalid = || {
+        unresolved(
+            reason::UNSUPPORTED_VALUE,
+            format!(
+                "Service {ns}/{name}: metadata.annotations[{PEER_PORT_RANGE_ANNOTATION:?}]: {text:?} is not a port range such as \"20000-20199\""
+            ),
+        )
+    };
+    let (first, last) = text
+        .trim()
+        .split_once('-')
+        .unwrap_or((text.trim(), text.trim()));
+    let first: u16 = first.trim().parse().map_err(|_| invalid())?;
+    let last: u16 = last.trim().parse().map_err(|_| invalid())?;
+    if first == 0 || last < first {
+        return Err(invalid());
+    }
+    Ok(Some((first, last)))
 }
 
 /// Does a ReferenceGrant in `to_ns` allow UDPRoutes from `from_ns` to reach this object?

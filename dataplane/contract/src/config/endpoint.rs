@@ -32,6 +32,23 @@ impl EndpointSpec {
         }
     }
 
+    /// One address and an inclusive port range, written `10.0.0.7:20000-20199`.
+    pub fn host_port_range(ip: IpAddr, first: u16, last: u16) -> Self {
+        if first == last {
+            return Self::host_port(ip, first);
+        }
+        let ip = ip.to_canonical();
+        let host = match ip {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("[{v6}]"),
+        };
+        EndpointSpec {
+            text: format!("{host}:{first}-{last}").into(),
+            net: IpNet::from(ip),
+            ports: (first, last),
+        }
+    }
+
     pub fn as_str(&self) -> &str {
         &self.text
     }
@@ -153,6 +170,19 @@ mod tests {
         for (ip, port) in [("10.0.0.7", 5000), ("fd00::7", 9)] {
             let e = EndpointSpec::host_port(ip.parse().unwrap(), port);
             assert_eq!(e.to_string().parse::<EndpointSpec>().unwrap(), e);
+        }
+    }
+
+    #[test]
+    fn host_port_range_reads_like_its_parse() {
+        for (ip, first, last) in [
+            ("10.0.0.7", 20000, 20199),
+            ("fd00::7", 9, 10),
+            ("10.0.0.8", 5, 5),
+        ] {
+            let e = EndpointSpec::host_port_range(ip.parse().unwrap(), first, last);
+            assert_eq!(e.to_string().parse::<EndpointSpec>().unwrap(), e);
+            assert_eq!(e.ports, (first, last));
         }
     }
 
