@@ -74,12 +74,23 @@ impl NodeCluster {
             kube: Kube { admin },
             inet_ns: var("TURNPIKE_CLUSTER_INET_NS"),
         };
+        cluster.import_image(&archive);
+        cluster
+    }
+
+    /// Imports an OCI or Docker archive into the cluster's containerd, as a node that
+    /// pulled it.
+    pub fn import_image(&self, archive: &Path) {
         let out = script(
             "tests/k8s/cluster.sh",
             &["import", archive.to_str().unwrap()],
         );
-        assert!(out.status.success(), "image import: {}", output_text(&out));
-        cluster
+        assert!(
+            out.status.success(),
+            "image import of {}: {}",
+            archive.display(),
+            output_text(&out)
+        );
     }
 
     /// A file of `manifests/` (or any repository YAML) with the published image replaced

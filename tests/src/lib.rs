@@ -9,6 +9,7 @@ pub mod dataplane;
 pub mod fixtures;
 pub mod http;
 pub mod k8s;
+pub mod media;
 pub mod netlab;
 pub mod ports;
 pub mod process;

@@ -6,40 +6,11 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
+use turnpike_tests::media::{Call, artifacts, assert_media_flowed, require_browser, route_bytes};
 use turnpike_tests::{output_text, repo_root};
-
-fn require_browser() {
-    assert!(
-        Path::new("/usr/bin/chromium").exists(),
-        "chromium is not installed: run tests/run.sh"
-    );
-    assert!(
-        repo_root()
-            .join("tests/browser/node_modules/playwright-core")
-            .exists(),
-        "playwright-core is not installed: run tests/run.sh"
-    );
-    for tool in ["janus", "tinyproxy", "node"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .unwrap();
-        assert!(
-            found.status.success(),
-            "{tool} is not installed: run tests/run.sh"
-        );
-    }
-}
-
-fn artifacts() -> PathBuf {
-    let dir = repo_root().join("tests/artifacts");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// The demo of examples/janus/run.sh, up for one test and down when dropped.
 struct Demo {
@@ -85,14 +56,7 @@ impl Demo {
                     .args(["curl", "-sf", &format!("http://127.0.0.1:{port}/metrics")])
                     .output()
                     .unwrap();
-                String::from_utf8_lossy(&out.stdout)
-                    .lines()
-                    .filter(|l| {
-                        l.starts_with("turnpike_relayed_bytes_total{")
-                            && l.contains("route=\"default/janus\"")
-                    })
-                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                    .sum::<f64>()
+                route_bytes(&String::from_utf8_lossy(&out.stdout), "default/janus")
             })
             .sum()
     }
@@ -122,63 +86,27 @@ fn prefix(test: u32) -> String {
 #[test]
 fn a_browser_publishes_and_another_receives_through_janus_and_turnpike() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    require_browser();
+    require_browser(&["janus", "tinyproxy"]);
     let demo = Demo::up(&prefix(1));
     let shot = artifacts().join("janus-videoroom-subscriber.png");
-    let out = Command::new("node")
-        .arg(repo_root().join("tests/browser/janus-call.mjs"))
-        .args([demo.var("APP_URL"), "videoroom"])
-        .arg(&shot)
-        .arg("10")
-        .env("CLIENT_NS", demo.var("CLIENT_NS"))
-        .env(
-            "CHROMIUM_FLAGS",
-            format!("--ignore-certificate-errors-spki-list={}", demo.var("SPKI")),
+    let r = Call {
+        app_url: demo.var("APP_URL"),
+        kind: "videoroom",
+        screenshot: &shot,
+        seconds: 10,
+        client_ns: demo.var("CLIENT_NS"),
+        flags: format!("--ignore-certificate-errors-spki-list={}", demo.var("SPKI")),
+    }
+    .run(|| {
+        format!(
+            "turnpike:\n{}\njanus:\n{}",
+            demo.log("turnpike.log"),
+            demo.log("janus.log")
         )
-        .output()
-        .unwrap();
-    let text = output_text(&out);
-    let line = text
-        .lines()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| {
-            panic!(
-                "no result from the browsers:\n{text}\nturnpike:\n{}\njanus:\n{}",
-                demo.log("turnpike.log"),
-                demo.log("janus.log")
-            )
-        });
-    let r: Value = serde_json::from_str(line).unwrap();
-    eprintln!("{}", serde_json::to_string_pretty(&r).unwrap());
-    assert_eq!(r["publisher"]["state"], "connected", "publisher: {r}");
-    assert_eq!(r["state"], "connected", "subscriber: {r}");
-    for side in [&r["publisher"]["stats"], &r["stats"]] {
-        assert_eq!(
-            side["selected"]["local"]["type"], "relay",
-            "only relayed candidates: {side}"
-        );
-    }
-    let video = &r["stats"]["inbound"]["video"];
-    let audio = &r["stats"]["inbound"]["audio"];
-    let frames = video["framesDecoded"].as_u64().unwrap_or(0);
-    assert!(
-        frames >= 150,
-        "video frames decoded in 10 s: {frames} ({video})"
-    );
-    let audio_packets = audio["packetsReceived"].as_u64().unwrap_or(0);
-    assert!(
-        audio_packets >= 250,
-        "audio packets in 10 s: {audio_packets} ({audio})"
-    );
-    for (kind, s) in [("video", video), ("audio", audio)] {
-        let received = s["packetsReceived"].as_f64().unwrap_or(0.0);
-        let lost = s["packetsLost"].as_f64().unwrap_or(0.0).max(0.0);
-        let loss = lost / (received + lost);
-        assert!(loss <= 0.01, "{kind} loss {:.2} % ({s})", loss * 100.0);
-    }
+    });
+    let received = assert_media_flowed(&r);
     // Both browsers' media crossed the route to Janus: the subscriber's received video
     // alone is more than this.
-    let received = video["bytesReceived"].as_f64().unwrap_or(0.0);
     let bytes = demo.route_bytes();
     assert!(
         bytes >= received,
@@ -192,7 +120,7 @@ fn a_browser_publishes_and_another_receives_through_janus_and_turnpike() {
 #[test]
 fn calls_connect_from_every_network_that_lets_tcp_443_out() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    require_browser();
+    require_browser(&["janus", "tinyproxy"]);
     let json = tempfile::NamedTempFile::new().unwrap();
     let shots = artifacts().join("netlab");
     let out = Command::new(repo_root().join("tests/netlab/profiles.py"))

@@ -198,7 +198,7 @@ fn crds_rbac_manifests_helm_and_examples_on_a_real_apiserver() {
     // Every manifest, the examples and the Helm chart pass a server-side dry run. The
     // namespaces they use are created for real (a dry-run Namespace does not exist for
     // the objects after it).
-    for ns in ["media", "mediasoup"] {
+    for ns in ["media", "mediasoup", "janus"] {
         c.kubectl(&["create", "namespace", ns]);
     }
     let dry_run = |path: &std::path::Path| {
@@ -229,6 +229,24 @@ fn crds_rbac_manifests_helm_and_examples_on_a_real_apiserver() {
     ] {
         dry_run(&repo_root().join(dir));
     }
+    // The Janus demo is a kustomization (its ConfigMaps are made from the same files
+    // examples/janus/run.sh uses).
+    let janus = c.kubectl_as(
+        &c.admin,
+        &[
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "-k",
+            repo_root().join("examples/janus").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        janus.status.success(),
+        "dry run of examples/janus: {}",
+        output_text(&janus)
+    );
     let rendered = helm_template();
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("helm.yaml");

@@ -11,10 +11,14 @@
 //   APP_TLS_CERT, APP_TLS_KEY   PEM files: serve HTTPS (a browser needs a secure context
 //                 for the camera; plain HTTP is fine on 127.0.0.1)
 //   AUTH_URL      the auth service (default http://127.0.0.1:8088)
-//   AUTH_TOKEN    the JWT for it (e.g. from `turnpike token --dir DIR`)
+//   AUTH_TOKEN    the JWT for it (e.g. from `turnpike token --dir DIR`), or
+//   APP_JWT_KEY   the HMAC key the GatewayConfig's authService.jwt.hmacSecretRef names:
+//                 the server then signs a short-lived HS256 token per request, with
+//                 APP_JWT_ISSUER (default janus-demo-app) and APP_JWT_AUDIENCE (turnpike)
 //   GATEWAY       the Gateway whose ICE config to hand out (namespace/name), or
 //   NAMESPACE     every Gateway of a namespace (e.g. one per address family)
 //   JANUS_URL     Janus' REST API (default http://127.0.0.1:8188/janus)
+import { createHmac } from "node:crypto";
 import { createServer as createHttp } from "node:http";
 import { createServer as createHttps } from "node:https";
 import { readFileSync } from "node:fs";
@@ -25,7 +29,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const env = process.env;
 const listen = env.APP_LISTEN || "127.0.0.1:8443";
 const authUrl = env.AUTH_URL || "http://127.0.0.1:8088";
-const token = env.AUTH_TOKEN || "";
+const staticToken = env.AUTH_TOKEN || "";
 const gateway = env.GATEWAY || "";
 const namespace = env.NAMESPACE || "";
 const janusUrl = (env.JANUS_URL || "http://127.0.0.1:8188/janus").replace(/\/$/, "");
@@ -35,6 +39,23 @@ const files = {
   "/index.html": ["index.html", "text/html; charset=utf-8"],
   "/app.js": ["app.js", "text/javascript; charset=utf-8"],
 };
+
+// A token for the auth service: the configured one, or a fresh HS256 JWT for this user
+// that expires in a minute (the auth service checks iss, aud and exp).
+function token(user) {
+  if (!env.APP_JWT_KEY) return staticToken;
+  const b64 = (v) => Buffer.from(JSON.stringify(v)).toString("base64url");
+  const now = Math.floor(Date.now() / 1000);
+  const unsigned = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({
+    iss: env.APP_JWT_ISSUER || "janus-demo-app",
+    aud: env.APP_JWT_AUDIENCE || "turnpike",
+    sub: user,
+    iat: now,
+    exp: now + 60,
+  })}`;
+  const signature = createHmac("sha256", env.APP_JWT_KEY).update(unsigned).digest("base64url");
+  return `${unsigned}.${signature}`;
+}
 
 function send(res, status, type, body) {
   res.writeHead(status, { "content-type": type, "cache-control": "no-store" });
@@ -54,13 +75,14 @@ async function readBody(req) {
 // GET /ice-config[?policy=all]: the auth service's RTCConfiguration for this Gateway, for
 // a user id the app chooses (here: per page load).
 async function iceConfig(url, res) {
-  const q = new URLSearchParams({ userid: `demo-${Date.now() % 100000}` });
+  const user = `demo-${Date.now() % 100000}`;
+  const q = new URLSearchParams({ userid: user });
   if (gateway) q.set("gateway", gateway);
   if (namespace) q.set("namespace", namespace);
   const policy = url.searchParams.get("policy");
   if (policy) q.set("iceTransportPolicy", policy);
   const r = await fetch(`${authUrl}/ice-config?${q}`, {
-    headers: { authorization: `Bearer ${token}` },
+    headers: { authorization: `Bearer ${token(user)}` },
   });
   const body = await r.text();
   if (!r.ok) log(`auth service answered ${r.status}: ${body}`);
