@@ -12,9 +12,12 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use turnpike_contract::admin::{self, Scrape};
+use turnpike_contract::histogram::Histogram;
+
+use crate::io::batch::RelayLatency;
 
 use crate::offload::{Kernel, KernelEvents};
-use crate::proto::{RelayCount, Stats};
+use crate::proto::{AllocationEnd, AllocationRefusal, AuthFailure, RelayCount, Stats};
 use crate::status::Status;
 
 /// A `reason` label.
@@ -31,6 +34,25 @@ struct RelayLabels {
     route: String,
     direction: &'static str,
     path: &'static str,
+}
+
+/// A `listener` label.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct Listener {
+    listener: String,
+}
+
+/// A `listener` and a `reason` label.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ListenerReason {
+    listener: String,
+    reason: &'static str,
+}
+
+/// A `direction` label: `to_peer` or `to_client`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct Direction {
+    direction: &'static str,
 }
 
 /// Kernel offload: what it holds and what it passed up to userspace, and why.
@@ -122,16 +144,20 @@ pub struct Metrics {
     status: Arc<Status>,
     /// Active allocations per worker (each worker writes only its own slot).
     pub allocations: Vec<AtomicU64>,
-    allocations_active: Gauge,
+    /// Active allocations per worker and listener, written once a second by each worker.
+    allocations_by_listener: Vec<Mutex<Vec<(String, u64)>>>,
+    allocations_active: Family<Listener, Gauge>,
     config_generation: Gauge,
     ready: Gauge,
     pub malformed: Counter,
     pub oversized: Counter,
-    pub auth_failures: Counter,
+    auth_failures: Family<Reason, Counter>,
     pub denied_peers: Counter,
     pub peers_revoked: Counter,
-    pub allocations_created: Counter,
-    pub allocations_deleted: Counter,
+    allocations_created: Family<Listener, Counter>,
+    allocations_ended: Family<ListenerReason, Counter>,
+    allocations_refused: Family<ListenerReason, Counter>,
+    allocation_lifetime: Family<Listener, Histogram, fn() -> Histogram>,
     pub retransmits: Counter,
     pub challenges_suppressed: Counter,
     pub config_reloads: Counter,
@@ -143,6 +169,8 @@ pub struct Metrics {
     pub offload: OffloadMetrics,
     relayed_packets: Family<RelayLabels, Counter>,
     relayed_bytes: Family<RelayLabels, Counter>,
+    latency_to_peer: Histogram,
+    latency_to_client: Histogram,
 }
 
 /// Why a TCP/TLS client connection ended.
@@ -239,11 +267,14 @@ impl Metrics {
             "turnpike_oversized_packets",
             "Datagrams dropped because they exceeded the receive buffer.",
         );
-        let auth_failures = counter(
+        let auth_failures: Family<Reason, Counter> = admin::register(
             &mut r,
             "turnpike_auth_failures",
-            "Requests refused for bad credentials, realm or integrity.",
+            "Requests refused for their credentials (401, 438 stale nonce, 441), by reason.",
         );
+        for why in AuthFailure::ALL {
+            reason_counter(&auth_failures, why.as_str());
+        }
         let denied_peers = counter(
             &mut r,
             "turnpike_denied_peers",
@@ -254,15 +285,27 @@ impl Metrics {
             "turnpike_revoked_peers",
             "Permissions and channels removed because a new config no longer routes them.",
         );
-        let allocations_created = counter(
+        let allocations_created: Family<Listener, Counter> = admin::register(
             &mut r,
             "turnpike_allocations_created",
-            "Allocations created.",
+            "Allocations created, by listener.",
         );
-        let allocations_deleted = counter(
+        let allocations_ended: Family<ListenerReason, Counter> = admin::register(
             &mut r,
             "turnpike_allocations_deleted",
-            "Allocations deleted, expired or closed.",
+            "Allocations ended, by listener and reason (deleted, expired, closed, listener_removed).",
+        );
+        let allocations_refused: Family<ListenerReason, Counter> = admin::register(
+            &mut r,
+            "turnpike_allocations_refused",
+            "Authenticated Allocate requests refused, by listener and reason (quota 486, capacity or draining 508).",
+        );
+        let allocation_lifetime: Family<Listener, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(Histogram::lifetime);
+        r.register(
+            "turnpike_allocation_lifetime_seconds",
+            "How long allocations lived, by listener.",
+            allocation_lifetime.clone(),
         );
         let retransmits = counter(
             &mut r,
@@ -308,10 +351,10 @@ impl Metrics {
         for reason in CloseReason::ALL {
             reason_counter(&closed, reason.as_str());
         }
-        let allocations_active = gauge(
+        let allocations_active: Family<Listener, Gauge> = admin::register(
             &mut r,
             "turnpike_allocations_active",
-            "Allocations currently active.",
+            "Allocations currently active, by listener.",
         );
         let config_generation = gauge(
             &mut r,
@@ -333,11 +376,23 @@ impl Metrics {
             "turnpike_relayed_bytes",
             "Payload bytes relayed, by listener, route, direction and path (userspace or kernel).",
         );
+        let latency: Family<Direction, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(Histogram::latency);
+        r.register(
+            "turnpike_relay_latency_seconds",
+            "Time from the worker's wake-up to the send of a relayed datagram (userspace relay), by direction.",
+            latency.clone(),
+        );
+        let direction = |direction| latency.get_or_create(&Direction { direction }).clone();
+        let (latency_to_peer, latency_to_client) = (direction("to_peer"), direction("to_client"));
         let offload = OffloadMetrics::new(&mut r, workers);
         Metrics {
+            latency_to_peer,
+            latency_to_client,
             offload,
             status,
             allocations: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            allocations_by_listener: (0..workers).map(|_| Mutex::default()).collect(),
             allocations_active,
             config_generation,
             ready,
@@ -347,7 +402,9 @@ impl Metrics {
             denied_peers,
             peers_revoked,
             allocations_created,
-            allocations_deleted,
+            allocations_ended,
+            allocations_refused,
+            allocation_lifetime,
             retransmits,
             challenges_suppressed,
             config_reloads,
@@ -376,7 +433,11 @@ impl Metrics {
     /// Adds a worker's counters; `labels[i]` names `stats.relay[i]`.
     pub fn add(&self, stats: &Stats, labels: &[(String, String)]) {
         self.malformed.inc_by(stats.malformed);
-        self.auth_failures.inc_by(stats.auth_failures);
+        for (why, n) in AuthFailure::ALL.iter().zip(stats.auth_failures) {
+            if n > 0 {
+                reason_counter(&self.auth_failures, why.as_str()).inc_by(n);
+            }
+        }
         self.denied_peers.inc_by(stats.denied_peers);
         self.peers_revoked.inc_by(stats.peers_revoked);
         self.dropped_no_allocation
@@ -386,9 +447,54 @@ impl Metrics {
         self.retransmits.inc_by(stats.retransmits);
         self.challenges_suppressed
             .inc_by(stats.challenges_suppressed);
-        self.allocations_created.inc_by(stats.allocations_created);
-        self.allocations_deleted.inc_by(stats.allocations_deleted);
+        for l in &stats.listeners {
+            let listener = Listener {
+                listener: l.listener.clone(),
+            };
+            self.allocations_created
+                .get_or_create(&listener)
+                .inc_by(l.created);
+            let reasons = |family: &Family<ListenerReason, Counter>,
+                           reasons: &[&'static str],
+                           counts: &[u64]| {
+                for (reason, n) in reasons.iter().zip(counts) {
+                    family
+                        .get_or_create(&ListenerReason {
+                            listener: l.listener.clone(),
+                            reason,
+                        })
+                        .inc_by(*n);
+                }
+            };
+            reasons(
+                &self.allocations_ended,
+                &AllocationEnd::ALL.map(AllocationEnd::as_str),
+                &l.ended,
+            );
+            reasons(
+                &self.allocations_refused,
+                &AllocationRefusal::ALL.map(AllocationRefusal::as_str),
+                &l.refused,
+            );
+            let mut lifetimes = l.lifetimes.clone();
+            self.allocation_lifetime
+                .get_or_create(&listener)
+                .add(&mut lifetimes);
+        }
         self.add_relayed(&stats.relay, labels, "userspace");
+    }
+
+    /// Worker `worker`'s active allocations by listener (every listener of its config).
+    pub fn set_allocations(&self, worker: usize, by_listener: Vec<(String, u64)>) {
+        if let Some(Ok(mut slot)) = self.allocations_by_listener.get(worker).map(|m| m.lock()) {
+            *slot = by_listener;
+        }
+    }
+
+    /// Adds a worker's relay latencies (and empties its tallies).
+    pub fn add_latency(&self, l: &mut RelayLatency) {
+        self.latency_to_peer.add(&mut l.to_peer);
+        self.latency_to_client.add(&mut l.to_client);
     }
 
     /// Adds relay counts (`labels[i]` names `counts[i]`) relayed on `path`.
@@ -422,8 +528,21 @@ impl Metrics {
 impl Scrape for Metrics {
     fn scrape(&self) -> String {
         let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        self.allocations_active
-            .set(gauge(self.active_allocations()));
+        let mut by_listener: std::collections::BTreeMap<String, u64> = Default::default();
+        for slot in &self.allocations_by_listener {
+            if let Ok(slot) = slot.lock() {
+                for (listener, n) in slot.iter() {
+                    *by_listener.entry(listener.clone()).or_default() += n;
+                }
+            }
+        }
+        // Listeners that left the config leave the exposition too.
+        self.allocations_active.clear();
+        for (listener, n) in by_listener {
+            self.allocations_active
+                .get_or_create(&Listener { listener })
+                .set(gauge(n));
+        }
         self.config_generation
             .set(gauge(self.status.generation.load(Relaxed)));
         self.ready.set(i64::from(self.status.is_ready()));

@@ -12,4 +12,5 @@ pub mod admin;
 pub mod cds;
 pub mod config;
 pub mod credentials;
+pub mod histogram;
 pub mod tls;

@@ -17,7 +17,10 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::os::fd::RawFd;
 
+use std::time::Instant;
+
 use socket2::{SockAddr, SockAddrStorage};
+use turnpike_contract::histogram::{LATENCY_NS, Tally};
 
 use crate::proto::AllocId;
 
@@ -54,7 +57,31 @@ struct Queued {
     buf: u8,
     range: (u16, u16),
     via: Via,
+    /// Relayed data (not an answer of the server's own): its latency is recorded.
+    relayed: bool,
     dest: SockAddr,
+}
+
+/// How long relayed datagrams took from the worker's wake-up to the return of the send
+/// call that carried them, by direction. Everything a poll turn receives was queued in the
+/// kernel when the turn began (the queue is flushed at every turn's end), so the turn's
+/// start stands in for each datagram's arrival without a clock read per datagram: one read
+/// per flush. Time spent in the socket's receive queue before the wake-up is not included.
+#[derive(Debug, Clone)]
+pub struct RelayLatency {
+    turn_started: Instant,
+    pub to_peer: Tally,
+    pub to_client: Tally,
+}
+
+impl RelayLatency {
+    fn new() -> Self {
+        RelayLatency {
+            turn_started: Instant::now(),
+            to_peer: Tally::new(LATENCY_NS),
+            to_client: Tally::new(LATENCY_NS),
+        }
+    }
 }
 
 /// One message of a batch call: a single buffer and an address. Only the entries a call
@@ -92,6 +119,7 @@ pub struct Datagrams {
     received: Vec<Received>,
     /// Sender addresses of the current receive call.
     addrs: Box<[SockAddrStorage]>,
+    pub latency: RelayLatency,
 }
 
 impl Default for Datagrams {
@@ -108,7 +136,13 @@ impl Datagrams {
             queue: Vec::with_capacity(POOL),
             received: Vec::with_capacity(BATCH),
             addrs: (0..BATCH).map(|_| SockAddrStorage::zeroed()).collect(),
+            latency: RelayLatency::new(),
         }
+    }
+
+    /// A poll turn begins at `now`: what it receives arrived by then.
+    pub fn start_turn(&mut self, now: Instant) {
+        self.latency.turn_started = now;
     }
 
     /// Buffers still free before a flush is needed.
@@ -207,24 +241,37 @@ impl Datagrams {
     pub fn push_answer(&mut self, range: Range<usize>, via: Via, dest: SocketAddr) {
         if self.used < POOL {
             self.used += 1;
-            self.push(self.used - 1, range, via, dest);
+            self.queue_buf(self.used - 1, range, via, dest, false);
         }
     }
 
-    /// Copies `bytes` into a free buffer and queues them; `false` when the pool is full or
-    /// the datagram too large (the caller flushes first when [`Self::free`] is 0).
+    /// Copies `bytes` (relayed data from a TCP/TLS client) into a free buffer and queues
+    /// them; `false` when the pool is full or the datagram too large (the caller flushes
+    /// first when [`Self::free`] is 0).
     pub fn push_copy(&mut self, bytes: &[u8], via: Via, dest: SocketAddr) -> bool {
         if self.used >= POOL || bytes.len() > BUF_LEN {
             return false;
         }
         self.bufs[self.used][..bytes.len()].copy_from_slice(bytes);
         self.used += 1;
-        self.push(self.used - 1, 0..bytes.len(), via, dest);
+        self.queue_buf(self.used - 1, 0..bytes.len(), via, dest, true);
         true
     }
 
-    /// Queues `bufs[buf][range]` for `dest`, leaving through `via`.
+    /// Queues `bufs[buf][range]`, relayed data framed in place where it was received, for
+    /// `dest`, leaving through `via`.
     pub fn push(&mut self, buf: usize, range: Range<usize>, via: Via, dest: SocketAddr) {
+        self.queue_buf(buf, range, via, dest, true);
+    }
+
+    fn queue_buf(
+        &mut self,
+        buf: usize,
+        range: Range<usize>,
+        via: Via,
+        dest: SocketAddr,
+        relayed: bool,
+    ) {
         if buf >= self.used || range.start > range.end || range.end > BUF_LEN {
             return;
         }
@@ -232,6 +279,7 @@ impl Datagrams {
             buf: buf as u8,
             range: (range.start as u16, range.end as u16),
             via,
+            relayed,
             dest: dest.into(),
         });
     }
@@ -264,9 +312,32 @@ impl Datagrams {
             }
             start = end;
         }
+        self.record_latency();
         self.queue.clear();
         self.used = 0;
         result
+    }
+
+    /// Records the latency of the relayed datagrams in the queue (just sent).
+    fn record_latency(&mut self) {
+        let (mut to_peer, mut to_client) = (0, 0);
+        for q in self.queue.iter().filter(|q| q.relayed) {
+            match q.via {
+                Via::Relay(_) => to_peer += 1,
+                Via::Listener(_) => to_client += 1,
+            }
+        }
+        if to_peer + to_client == 0 {
+            return;
+        }
+        let l = &mut self.latency;
+        let ns = u64::try_from(l.turn_started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        if to_peer > 0 {
+            l.to_peer.record(ns, to_peer);
+        }
+        if to_client > 0 {
+            l.to_client.record(ns, to_client);
+        }
     }
 
     /// `sendto` of queue entry `i`; whether it left.

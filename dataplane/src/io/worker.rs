@@ -312,6 +312,7 @@ impl Worker {
     }
 
     fn run(mut self) {
+        self.publish_allocations();
         let mut events = Events::with_capacity(1024);
         let mut next_tick = Instant::now() + TICK;
         while !self.stopping {
@@ -323,6 +324,7 @@ impl Worker {
                 std::thread::sleep(Duration::from_millis(10));
             }
             let now = now();
+            self.out.start_turn(now.instant);
             for ev in events.iter() {
                 match Source::of(ev.token()) {
                     Source::Commands => self.handle_commands(),
@@ -357,6 +359,7 @@ impl Worker {
                         .apply_config(cfg.server.clone(), Instant::now(), &mut self.relays);
                     self.remap_connections(&cfg);
                     self.config = cfg;
+                    self.publish_allocations();
                     // Revoked routes leave the kernel before anything else is relayed.
                     self.sync_offload();
                 }
@@ -370,9 +373,23 @@ impl Worker {
         let stats = self.server.take_stats();
         let m = &self.shared.metrics;
         m.add(&stats, self.server.counter_labels());
+        m.add_latency(&mut self.out.latency);
         if let Some(slot) = m.allocations.get(self.index) {
             slot.store(self.server.allocation_count() as u64, Relaxed);
         }
+        let mut counts = vec![0u64; self.server.config().listeners.len()];
+        for (_, a) in self.server.allocations() {
+            if let Some(n) = counts.get_mut(usize::from(a.client.listener)) {
+                *n += 1;
+            }
+        }
+        let names = self
+            .server
+            .config()
+            .listeners
+            .iter()
+            .map(|l| l.name.clone());
+        m.set_allocations(self.index, names.zip(counts).collect());
         if let Some(t) = &mut self.offload {
             m.add_relayed(&t.take_relayed(), self.server.counter_labels(), "kernel");
             m.offload.refused.inc_by(std::mem::take(&mut t.refused));
@@ -380,6 +397,21 @@ impl Worker {
                 slot.store(t.bindings() as u64, Relaxed);
             }
         }
+    }
+
+    /// Active allocations by listener, every listener of the config included (at 0).
+    fn publish_allocations(&self) {
+        let listeners = &self.server.config().listeners;
+        let mut counts = vec![0u64; listeners.len()];
+        for (_, a) in self.server.allocations() {
+            if let Some(n) = counts.get_mut(usize::from(a.client.listener)) {
+                *n += 1;
+            }
+        }
+        let names = listeners.iter().map(|l| l.name.clone());
+        self.shared
+            .metrics
+            .set_allocations(self.index, names.zip(counts).collect());
     }
 
     /// Writes what the core decided the kernel may relay (or must stop relaying).

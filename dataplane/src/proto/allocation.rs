@@ -95,6 +95,8 @@ pub struct Allocation<R> {
     pub created_by: TransactionId,
     pub granted_lifetime: u32,
     pub reservation_token: Option<u64>,
+    /// When it was created (for its lifetime when it ends).
+    pub created: Instant,
 }
 
 impl<R> Allocation<R> {

@@ -29,4 +29,4 @@ pub use server::{
     Destination, Family, Now, OpenedRelay, PEER_HEADROOM, PEER_TAILROOM, Payload, RelayPorts,
     RelayRequest, Server, Transmit,
 };
-pub use stats::{RelayCount, Stats};
+pub use stats::{AllocationEnd, AllocationRefusal, AuthFailure, ListenerStats, RelayCount, Stats};

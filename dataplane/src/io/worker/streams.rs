@@ -249,7 +249,7 @@ impl Worker {
         };
         let _ = self.poll.registry().deregister(&mut conn.socket);
         self.server
-            .client_gone(&conn.client_key(), &mut self.relays);
+            .client_gone(&conn.client_key(), &mut self.relays, Instant::now());
         self.shared.metrics.streams.closed(reason);
         tracing::debug!(peer = %conn.peer, reason = reason.as_str(), "connection closed");
     }

@@ -11,6 +11,7 @@ use crate::proto::allocation::{AllocId, Allocation, ClientKey};
 use crate::proto::attr;
 use crate::proto::error::ErrorCode;
 use crate::proto::message::Message;
+use crate::proto::stats::{AllocationEnd, AllocationRefusal};
 
 /// What an Allocate asks for, decoded from its attributes.
 struct AllocateRequest {
@@ -112,6 +113,7 @@ impl<P: RelayPorts> Server<P> {
             Err(code) => return self.error(out, msg, code, a),
         };
         if self.draining {
+            self.refused(client, AllocationRefusal::Draining);
             return self.error(out, msg, ErrorCode::INSUFFICIENT_CAPACITY, a);
         }
         let limits = self.config.limits;
@@ -119,6 +121,7 @@ impl<P: RelayPorts> Server<P> {
             .quota
             .acquire(&auth.username, limits.max_allocations_per_user)
         {
+            self.refused(client, AllocationRefusal::Quota);
             return self.error(out, msg, ErrorCode::ALLOCATION_QUOTA_REACHED, a);
         }
         let req = RelayRequest {
@@ -135,7 +138,11 @@ impl<P: RelayPorts> Server<P> {
             Ok(o) => o,
             Err(e) => {
                 self.quota.release(&auth.username);
-                return self.error(out, msg, e.into(), a);
+                let code: ErrorCode = e.into();
+                if code == ErrorCode::INSUFFICIENT_CAPACITY {
+                    self.refused(client, AllocationRefusal::Capacity);
+                }
+                return self.error(out, msg, code, a);
             }
         };
         let lifetime = lifetime_secs(request.lifetime, limits.max_lifetime_secs);
@@ -154,9 +161,12 @@ impl<P: RelayPorts> Server<P> {
             created_by: msg.transaction_id,
             granted_lifetime: lifetime,
             reservation_token: opened.reservation_token,
+            created: now.instant,
         });
         self.by_client.insert(client, id);
-        self.stats.allocations_created += 1;
+        if let Some(l) = self.config.listeners.get(usize::from(client.listener)) {
+            self.stats.allocation_created(&l.name);
+        }
         let granted = Granted {
             relay_addr,
             lifetime,
@@ -204,7 +214,7 @@ impl<P: RelayPorts> Server<P> {
             }
         }
         let lifetime = if requested == Some(0) {
-            self.remove_allocation(id, ports);
+            self.remove_allocation(id, ports, now.instant, AllocationEnd::Deleted);
             0
         } else {
             let l = lifetime_secs(requested, self.config.limits.max_lifetime_secs);

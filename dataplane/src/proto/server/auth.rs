@@ -5,10 +5,12 @@
 use super::{RelayPorts, Reply, Server, live_mut};
 use crate::proto::allocation::ClientKey;
 use crate::proto::attr;
+use crate::proto::auth::AuthError;
 use crate::proto::error::ErrorCode;
 use crate::proto::integrity::{self, IntegrityKind, Key, PasswordAlgorithm};
 use crate::proto::message::{Class, Message, MessageBuilder, method};
 use crate::proto::nonce::NonceCheck;
+use crate::proto::stats::AuthFailure;
 
 use super::Now;
 
@@ -69,6 +71,7 @@ impl<P: RelayPorts> Server<P> {
             return Err(self.error(out, msg, ErrorCode::MISSING_CREDENTIALS, None));
         };
         if self.nonce.check(nonce, now.unix, &client.addr) == NonceCheck::Stale {
+            self.stats.auth_failed(AuthFailure::StaleNonce);
             return Err(self.challenge(now, client, msg, out, ErrorCode::STALE_NONCE));
         }
         let Ok(username) = std::str::from_utf8(username) else {
@@ -105,7 +108,7 @@ impl<P: RelayPorts> Server<P> {
         }
         let had_allocation = existing.is_some();
         if realm != self.config.realm.as_bytes() {
-            return Err(self.refuse(now, client, msg, out));
+            return Err(self.refuse(now, client, msg, out, AuthFailure::WrongRealm));
         }
         let keys = match self
             .config
@@ -115,7 +118,12 @@ impl<P: RelayPorts> Server<P> {
             Ok(k) => k,
             Err(e) => {
                 tracing::debug!(client = %client.addr, username, reason = ?e, "authentication failed");
-                return Err(self.refuse(now, client, msg, out));
+                let why = match e {
+                    AuthError::UnknownUser => AuthFailure::UnknownUser,
+                    AuthError::Expired => AuthFailure::Expired,
+                    AuthError::MalformedUsername => AuthFailure::MalformedUsername,
+                };
+                return Err(self.refuse(now, client, msg, out, why));
             }
         };
         let Some(key) = keys
@@ -123,7 +131,7 @@ impl<P: RelayPorts> Server<P> {
             .find(|k| integrity::verify(msg, k.as_bytes(), kind))
         else {
             tracing::debug!(client = %client.addr, username, "authentication failed: integrity mismatch");
-            return Err(self.refuse(now, client, msg, out));
+            return Err(self.refuse(now, client, msg, out, AuthFailure::BadIntegrity));
         };
         let auth = Authenticated {
             key,
@@ -133,7 +141,7 @@ impl<P: RelayPorts> Server<P> {
         if had_allocation && !same_user && msg.method != method::ALLOCATE {
             // Valid credentials, but not the ones that created this allocation. (A new
             // Allocate on a taken 5-tuple is answered 437 by `allocate` instead.)
-            self.stats.auth_failures += 1;
+            self.stats.auth_failed(AuthFailure::WrongCredentials);
             return Err(self.error(out, msg, ErrorCode::WRONG_CREDENTIALS, Some(&auth)));
         }
         if same_user && let Some(a) = existing_id.and_then(|id| live_mut(&mut self.allocations, id))
@@ -146,8 +154,15 @@ impl<P: RelayPorts> Server<P> {
 
     /// Wrong realm, unknown or expired user, or a MAC that does not match: counted, and
     /// challenged again so the client can retry with good credentials.
-    fn refuse(&mut self, now: Now, client: ClientKey, msg: &Message<'_>, out: &mut [u8]) -> Reply {
-        self.stats.auth_failures += 1;
+    fn refuse(
+        &mut self,
+        now: Now,
+        client: ClientKey,
+        msg: &Message<'_>,
+        out: &mut [u8],
+        why: AuthFailure,
+    ) -> Reply {
+        self.stats.auth_failed(why);
         self.challenge(now, client, msg, out, ErrorCode::UNAUTHORIZED)
     }
 }

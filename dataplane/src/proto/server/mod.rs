@@ -29,7 +29,7 @@ use super::message::{Class, Message, MessageBuilder, method};
 use super::nonce::NonceKey;
 use super::offload::{self, OffloadEvent};
 use super::ratelimit::{CHALLENGE_BURST, CHALLENGE_RATE, SourceLimiter};
-use super::stats::Stats;
+use super::stats::{AllocationEnd, AllocationRefusal, RelayCount, Stats};
 
 pub use super::attr::Family;
 use auth::Authenticated;
@@ -401,29 +401,40 @@ impl<P: RelayPorts> Server<P> {
 
     // ---------------------------------------------------------------- housekeeping
 
-    /// Ends allocation `id`: its quota, its relay socket and its client's index entry.
-    fn remove_allocation(&mut self, id: AllocId, ports: &mut P) {
+    /// An authenticated Allocate from `client` was refused.
+    fn refused(&mut self, client: ClientKey, why: AllocationRefusal) {
+        if let Some(l) = self.config.listeners.get(usize::from(client.listener)) {
+            self.stats.allocation_refused(&l.name, why);
+        }
+    }
+
+    /// Ends allocation `id` (`how`, at `now`): its quota, its relay socket and its
+    /// client's index entry.
+    fn remove_allocation(&mut self, id: AllocId, ports: &mut P, now: Instant, how: AllocationEnd) {
         if self.allocation(id).is_none() {
             return;
         }
         let a = self.allocations.remove(id.slot());
+        if let Some(l) = self.config.listeners.get(usize::from(a.client.listener)) {
+            let lived = now.saturating_duration_since(a.created);
+            self.stats.allocation_ended(&l.name, how, lived);
+        }
         offload::remove_all(&a, &mut self.offload_events);
         if self.by_client.get(&a.client) == Some(&id) {
             self.by_client.remove(&a.client);
         }
         self.quota.release(&a.username);
         ports.close(id, a.relay);
-        self.stats.allocations_deleted += 1;
     }
 
     pub fn has_allocation(&self, client: &ClientKey) -> bool {
         self.by_client.contains_key(client)
     }
 
-    /// Removes the allocation of a client whose stream connection closed.
-    pub fn client_gone(&mut self, client: &ClientKey, ports: &mut P) {
+    /// Removes the allocation of a client whose stream connection closed at `now`.
+    pub fn client_gone(&mut self, client: &ClientKey, ports: &mut P, now: Instant) {
         if let Some(&id) = self.by_client.get(client) {
-            self.remove_allocation(id, ports);
+            self.remove_allocation(id, ports, now, AllocationEnd::Closed);
         }
     }
 
@@ -437,7 +448,7 @@ impl<P: RelayPorts> Server<P> {
             .map(|(id, _)| id)
             .collect();
         for id in expired {
-            self.remove_allocation(id, ports);
+            self.remove_allocation(id, ports, t, AllocationEnd::Expired);
         }
         for (_, a) in self.allocations.iter_mut() {
             offload::sync(a, self.offload, t, &mut self.offload_events);
@@ -465,7 +476,7 @@ impl<P: RelayPorts> Server<P> {
         let mut unoffloaded = Vec::new();
         for (id, new_listener) in moves {
             let Some(l) = new_listener else {
-                self.remove_allocation(id, ports);
+                self.remove_allocation(id, ports, now, AllocationEnd::ListenerRemoved);
                 continue;
             };
             if let Some(a) = live_mut(&mut self.allocations, id) {
@@ -483,7 +494,9 @@ impl<P: RelayPorts> Server<P> {
                 self.by_client.insert(a.client, id);
             }
         }
-        self.stats = Stats::new(config.counters.len());
+        // Relay counters are renumbered with the config (the shell took them first); the
+        // allocations ended here stay counted.
+        self.stats.relay = vec![RelayCount::default(); config.counters.len()];
         self.stats.peers_revoked += removed_peers as u64;
         self.config = config;
     }
