@@ -53,6 +53,8 @@ command -v ethtool >/dev/null 2>&1 || packages+=(ethtool)
 command -v janus >/dev/null 2>&1 || packages+=(janus janus-demos libjs-janus-gateway)
 command -v tinyproxy >/dev/null 2>&1 || packages+=(tinyproxy)
 command -v curl >/dev/null 2>&1 || packages+=(curl)
+# Monitoring (tests/tests/observability.rs): promtool and a Prometheus server.
+command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
 # The cluster's Janus image is laid out from Debian packages (examples/janus/image.sh).
 command -v mmdebstrap >/dev/null 2>&1 || packages+=(mmdebstrap)
 if [ ${#packages[@]} -gt 0 ]; then
