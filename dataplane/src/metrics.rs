@@ -148,6 +148,14 @@ pub struct Metrics {
     allocations_by_listener: Vec<Mutex<Vec<(String, u64)>>>,
     allocations_active: Family<Listener, Gauge>,
     config_generation: Gauge,
+    config_received_generation: Gauge,
+    config_applied_at: Gauge,
+    /// One unlabelled series, present only when the config comes over CDS.
+    cds_connected: Family<Vec<(String, String)>, Gauge>,
+    certificate_expiry: Family<Listener, Gauge>,
+    fds_open: Gauge,
+    fds_limit: Gauge,
+    pub authenticated: Counter,
     ready: Gauge,
     pub malformed: Counter,
     pub oversized: Counter,
@@ -366,6 +374,41 @@ impl Metrics {
             "turnpike_ready",
             "1 when a config is applied and the dataplane is not draining.",
         );
+        let config_received_generation = gauge(
+            &mut r,
+            "turnpike_config_received_generation",
+            "Generation of the newest config received (above turnpike_config_generation when it was refused).",
+        );
+        let config_applied_at = gauge(
+            &mut r,
+            "turnpike_config_applied_timestamp_seconds",
+            "When the config in use was applied (Unix seconds).",
+        );
+        let cds_connected: Family<Vec<(String, String)>, Gauge> = admin::register(
+            &mut r,
+            "turnpike_cds_connected",
+            "1 while the CDS connection to the control plane is up (absent with a config file).",
+        );
+        let certificate_expiry: Family<Listener, Gauge> = admin::register(
+            &mut r,
+            "turnpike_certificate_expiry_timestamp_seconds",
+            "When the certificate a TURN-TLS listener serves expires (Unix seconds).",
+        );
+        let fds_open = gauge(
+            &mut r,
+            "turnpike_file_descriptors_open",
+            "File descriptors the dataplane holds (relay sockets, listeners, connections).",
+        );
+        let fds_limit = gauge(
+            &mut r,
+            "turnpike_file_descriptors_limit",
+            "The dataplane's file-descriptor limit (RLIMIT_NOFILE).",
+        );
+        let authenticated = counter(
+            &mut r,
+            "turnpike_authenticated_requests",
+            "Requests whose credentials checked out.",
+        );
         let relayed_packets: Family<RelayLabels, Counter> = admin::register(
             &mut r,
             "turnpike_relayed_packets",
@@ -395,6 +438,13 @@ impl Metrics {
             allocations_by_listener: (0..workers).map(|_| Mutex::default()).collect(),
             allocations_active,
             config_generation,
+            config_received_generation,
+            config_applied_at,
+            cds_connected,
+            certificate_expiry,
+            fds_open,
+            fds_limit,
+            authenticated,
             ready,
             malformed,
             oversized,
@@ -433,6 +483,7 @@ impl Metrics {
     /// Adds a worker's counters; `labels[i]` names `stats.relay[i]`.
     pub fn add(&self, stats: &Stats, labels: &[(String, String)]) {
         self.malformed.inc_by(stats.malformed);
+        self.authenticated.inc_by(stats.authenticated);
         for (why, n) in AuthFailure::ALL.iter().zip(stats.auth_failures) {
             if n > 0 {
                 reason_counter(&self.auth_failures, why.as_str()).inc_by(n);
@@ -525,6 +576,13 @@ impl Metrics {
     }
 }
 
+/// Open file descriptors (entries of /proc/self/fd) and the soft RLIMIT_NOFILE.
+fn file_descriptors() -> (u64, u64) {
+    let open = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+    let limit = crate::io::limits::open_files_soft_limit().unwrap_or(0);
+    (open, limit)
+}
+
 impl Scrape for Metrics {
     fn scrape(&self) -> String {
         let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
@@ -546,6 +604,31 @@ impl Scrape for Metrics {
         self.config_generation
             .set(gauge(self.status.generation.load(Relaxed)));
         self.ready.set(i64::from(self.status.is_ready()));
+        let st = &self.status;
+        self.config_received_generation
+            .set(gauge(st.received_generation.load(Relaxed)));
+        self.config_applied_at
+            .set(gauge(st.applied_at.load(Relaxed)));
+        if let Ok(Some(up)) = st.cds_connected.lock().map(|c| *c) {
+            self.cds_connected
+                .get_or_create(&Vec::new())
+                .set(i64::from(up));
+        }
+        self.certificate_expiry.clear();
+        if let Ok(d) = st.detail.lock() {
+            for l in &d.listeners {
+                if let Some(c) = &l.certificate {
+                    self.certificate_expiry
+                        .get_or_create(&Listener {
+                            listener: l.name.clone(),
+                        })
+                        .set(c.not_after);
+                }
+            }
+        }
+        let (open, limit) = file_descriptors();
+        self.fds_open.set(gauge(open));
+        self.fds_limit.set(gauge(limit));
         self.offload.scrape();
         admin::encode(&self.registry)
     }

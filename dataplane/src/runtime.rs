@@ -254,6 +254,14 @@ fn start_offload(mode: OffloadMode, status: &Status) -> Option<Arc<Kernel>> {
 
 fn publish_status(status: &Status, cfg: &DataplaneConfig, active: &ActiveConfig, source: &str) {
     status.generation.store(cfg.generation, Relaxed);
+    // A config file has no control plane: what it holds is what was received.
+    status
+        .received_generation
+        .fetch_max(cfg.generation, Relaxed);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    status.applied_at.store(now, Relaxed);
     if let Ok(mut d) = status.detail.lock() {
         *d = StatusDetail {
             name: cfg.name.clone(),
@@ -350,19 +358,25 @@ async fn spawn_admin(dp: &Dataplane, addr: SocketAddr, workers: usize) -> Result
 /// Applies one CDS event to `dp`. Returns false when the Gateway was deleted.
 pub fn apply_cds_event(dp: &mut Dataplane, event: CdsEvent, source: &str) -> bool {
     match event {
-        CdsEvent::Snapshot(snap) => match snap.config.validate() {
-            Ok(valid) => {
-                if let Err(e) = dp.apply(valid, source) {
-                    tracing::error!(error = %e, "cannot apply config");
+        CdsEvent::Snapshot(snap) => {
+            dp.status
+                .received_generation
+                .store(snap.config.generation, Relaxed);
+            match snap.config.validate() {
+                Ok(valid) => {
+                    if let Err(e) = dp.apply(valid, source) {
+                        tracing::error!(error = %e, "cannot apply config");
+                    }
                 }
+                Err(e) => dp.reject(&e),
             }
-            Err(e) => dp.reject(&e),
-        },
+        }
         CdsEvent::Deleted(name) => {
             tracing::warn!(gateway = %name, "the control plane deleted this Gateway");
             return false;
         }
-        CdsEvent::Connected | CdsEvent::Disconnected(_) => {}
+        CdsEvent::Connected => dp.status.set_cds_connected(true),
+        CdsEvent::Disconnected(_) => dp.status.set_cds_connected(false),
     }
     true
 }

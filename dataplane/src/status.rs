@@ -10,6 +10,13 @@ use serde::Serialize;
 #[derive(Default)]
 pub struct Status {
     pub generation: AtomicU64,
+    /// The newest generation the control plane sent (a refused one included).
+    pub received_generation: AtomicU64,
+    /// Unix seconds when the config in use was applied.
+    pub applied_at: AtomicU64,
+    /// Whether the CDS connection is up; `None` until a CDS client starts (a config file
+    /// has no control plane to be connected to).
+    pub cds_connected: Mutex<Option<bool>>,
     pub applied: AtomicBool,
     pub draining: AtomicBool,
     pub detail: Mutex<StatusDetail>,
@@ -74,6 +81,12 @@ impl Status {
             .iter()
             .find(|l| l.state.starts_with("error"))
             .map(|l| format!("{}: {}", l.name, l.state))
+    }
+
+    pub fn set_cds_connected(&self, up: bool) {
+        if let Ok(mut c) = self.cds_connected.lock() {
+            *c = Some(up);
+        }
     }
 
     pub fn set_listener_state(&self, name: &str, state: String) {

@@ -277,10 +277,32 @@ fn crds_rbac_manifests_helm_and_examples_on_a_real_apiserver() {
         documents(&plain),
         "helm template differs from manifests/"
     );
+
+    // With monitoring on, it renders manifests/observability/.
+    let monitoring = helm_template_with(&[
+        "--set",
+        "monitoring.podMonitor.enabled=true,monitoring.prometheusRule.enabled=true,monitoring.grafanaDashboard.enabled=true",
+        "--show-only",
+        "templates/40-monitoring.yaml",
+    ]);
+    let observability = std::fs::read_to_string(
+        repo_root().join("manifests/observability/turnpike-monitoring.yaml"),
+    )
+    .unwrap();
+    assert_eq!(
+        documents(&monitoring),
+        documents(&observability),
+        "helm template (monitoring) differs from manifests/observability/"
+    );
 }
 
 /// `helm template` of the chart with its defaults, CRDs included.
 fn helm_template() -> String {
+    helm_template_with(&["--include-crds", "--set", "createNamespace=true"])
+}
+
+/// `helm template` of the chart into turnpike-system with `args`.
+fn helm_template_with(args: &[&str]) -> String {
     let helm = Command::new(repo_root().join("tests/k8s/helm.sh"))
         .output()
         .unwrap();
@@ -289,8 +311,8 @@ fn helm_template() -> String {
     let chart = repo_root().join("manifests/helm/turnpike");
     let o = Command::new(helm)
         .args(["template", "turnpike", chart.to_str().unwrap()])
-        .args(["--namespace", "turnpike-system", "--include-crds"])
-        .args(["--set", "createNamespace=true", "--kube-version", "1.35.4"])
+        .args(["--namespace", "turnpike-system", "--kube-version", "1.35.4"])
+        .args(args)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", output_text(&o));

@@ -4,8 +4,7 @@
 
 use std::io;
 
-/// Raises the soft open-file limit to the hard limit; returns the new soft limit.
-pub fn raise_open_files() -> io::Result<u64> {
+fn open_files_limit() -> io::Result<libc::rlimit> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -14,6 +13,17 @@ pub fn raise_open_files() -> io::Result<u64> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(io::Error::last_os_error());
     }
+    Ok(lim)
+}
+
+/// The soft open-file limit.
+pub fn open_files_soft_limit() -> io::Result<u64> {
+    open_files_limit().map(|l| l.rlim_cur)
+}
+
+/// Raises the soft open-file limit to the hard limit; returns the new soft limit.
+pub fn raise_open_files() -> io::Result<u64> {
+    let mut lim = open_files_limit()?;
     if lim.rlim_cur < lim.rlim_max {
         let raised = libc::rlimit {
             rlim_cur: lim.rlim_max,

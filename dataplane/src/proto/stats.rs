@@ -141,6 +141,8 @@ impl RelayCount {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
     pub malformed: u64,
+    /// Requests whose credentials checked out.
+    pub authenticated: u64,
     /// By [`AuthFailure`], in the order of [`AuthFailure::ALL`].
     pub auth_failures: [u64; 7],
     pub denied_peers: u64,

@@ -5,6 +5,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use turnpike_contract::admin::{self, Scrape};
+use turnpike_contract::histogram::Histogram;
 
 #[derive(Debug)]
 pub struct OperatorMetrics {
@@ -14,7 +15,7 @@ pub struct OperatorMetrics {
     /// 1 once every watched kind has been listed.
     pub synced: Gauge,
     pub renders: Counter,
-    pub render_micros: Counter,
+    pub render_duration: Histogram,
     pub watch_errors: Counter,
     /// Status writes (SSA or read-modify-write), by this replica.
     pub status_writes: Counter,
@@ -23,7 +24,7 @@ pub struct OperatorMetrics {
     pub write_errors: Counter,
     /// Passes of the leader's write loop, and the time they took.
     pub write_passes: Counter,
-    pub write_micros: Counter,
+    pub write_duration: Histogram,
     pub events: Counter,
     pub published_generations: Counter,
 }
@@ -35,6 +36,11 @@ impl Default for OperatorMetrics {
             |r: &mut Registry, name: &str, help: &str| -> Gauge { admin::register(r, name, help) };
         let counter = |r: &mut Registry, name: &str, help: &str| -> Counter {
             admin::register(r, name, help)
+        };
+        let histogram = |r: &mut Registry, name: &str, help: &str| -> Histogram {
+            let h = Histogram::duration();
+            r.register(name, help, h.clone());
+            h
         };
         OperatorMetrics {
             leader: gauge(
@@ -52,10 +58,10 @@ impl Default for OperatorMetrics {
                 "turnpike_operator_renders",
                 "Renders of the watched objects.",
             ),
-            render_micros: counter(
+            render_duration: histogram(
                 &mut r,
-                "turnpike_operator_render_microseconds",
-                "Time spent rendering.",
+                "turnpike_operator_render_duration_seconds",
+                "How long renders of the watched objects took.",
             ),
             watch_errors: counter(
                 &mut r,
@@ -82,10 +88,10 @@ impl Default for OperatorMetrics {
                 "turnpike_operator_write_passes",
                 "Passes of the leader's write loop (each makes the API server match one render).",
             ),
-            write_micros: counter(
+            write_duration: histogram(
                 &mut r,
-                "turnpike_operator_write_microseconds",
-                "Time spent in write passes (apart from rendering and CDS).",
+                "turnpike_operator_write_duration_seconds",
+                "How long write passes took (apart from rendering and CDS).",
             ),
             events: counter(
                 &mut r,
@@ -125,9 +131,10 @@ mod tests {
         let m = OperatorMetrics::default();
         m.leader.set(1);
         let text = m.scrape();
+        // Histogram buckets by name only (their `le` values are checked in the contract).
         let samples: Vec<&str> = text
             .lines()
-            .filter(|l| !l.starts_with('#'))
+            .filter(|l| !l.starts_with('#') && !l.contains("_bucket{"))
             .filter_map(|l| l.split(' ').next())
             .collect();
         assert_eq!(
@@ -136,13 +143,15 @@ mod tests {
                 "turnpike_operator_leader",
                 "turnpike_operator_synced",
                 "turnpike_operator_renders_total",
-                "turnpike_operator_render_microseconds_total",
+                "turnpike_operator_render_duration_seconds_sum",
+                "turnpike_operator_render_duration_seconds_count",
                 "turnpike_operator_watch_errors_total",
                 "turnpike_operator_status_writes_total",
                 "turnpike_operator_resource_writes_total",
                 "turnpike_operator_write_errors_total",
                 "turnpike_operator_write_passes_total",
-                "turnpike_operator_write_microseconds_total",
+                "turnpike_operator_write_duration_seconds_sum",
+                "turnpike_operator_write_duration_seconds_count",
                 "turnpike_operator_events_total",
                 "turnpike_operator_cds_publishes_total",
             ]

@@ -319,9 +319,7 @@ impl Reconciler<'_> {
         let rendered = render(objects, &rctx);
         self.rotation.rendered(&rendered);
         metrics.renders.inc();
-        metrics
-            .render_micros
-            .inc_by(started.elapsed().as_micros() as u64);
+        metrics.render_duration.observe_duration(started.elapsed());
         let updates = self
             .publisher
             .update(&rendered.snapshots(), &rendered.held_names());

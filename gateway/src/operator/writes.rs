@@ -65,7 +65,7 @@ pub async fn run(
             };
             let took = started.elapsed();
             ctx.metrics.write_passes.inc();
-            ctx.metrics.write_micros.inc_by(took.as_micros() as u64);
+            ctx.metrics.write_duration.observe_duration(took);
             if took > Duration::from_secs(1) {
                 tracing::info!(seconds = took.as_secs_f64(), ok, "slow write pass");
             }

@@ -26,6 +26,8 @@ pub const GATEWAY_LABEL: &str = "turnpike.dev/gateway";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "turnpike";
 const ADMIN_PORT: i32 = 8086;
+/// The admin port's name (health, `/metrics`, `/status`); never a listener's.
+pub const ADMIN_PORT_NAME: &str = "turnpike-admin";
 /// Where the pod mounts its CDS client certificate (the dataplane's default paths).
 const CDS_CERT_DIR: &str = "/etc/turnpike/cds";
 /// The kubelet's grace period is this much longer than the drain, so the dataplane
@@ -172,6 +174,13 @@ pub fn managed_resources(
                     protocol: Some(transport(*p).into()),
                     ..Default::default()
                 })
+                // Named, so a PodMonitor can scrape `/metrics` by name.
+                .chain(std::iter::once(ContainerPort {
+                    name: Some(ADMIN_PORT_NAME.into()),
+                    container_port: ADMIN_PORT,
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                }))
                 .collect(),
         ),
         readiness_probe: Some(probe("/readyz")),

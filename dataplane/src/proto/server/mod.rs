@@ -317,6 +317,7 @@ impl<P: RelayPorts> Server<P> {
                     Ok(a) => a,
                     Err(reply) => return reply,
                 };
+                self.stats.authenticated += 1;
                 let req = Request {
                     now,
                     client,
