@@ -38,7 +38,7 @@ impl Default for Metrics {
         let latency = Histogram::new(BUCKETS);
         registry.register(
             "turnpike_auth_request_seconds",
-            "Request latency.",
+            "Request latency",
             latency.clone(),
         );
         let credentials_issued: Counter = admin::register(

@@ -312,7 +312,7 @@ impl Metrics {
             Family::new_with_constructor(Histogram::lifetime);
         r.register(
             "turnpike_allocation_lifetime_seconds",
-            "How long allocations lived, by listener.",
+            "How long allocations lived, by listener",
             allocation_lifetime.clone(),
         );
         let retransmits = counter(
@@ -423,7 +423,7 @@ impl Metrics {
             Family::new_with_constructor(Histogram::latency);
         r.register(
             "turnpike_relay_latency_seconds",
-            "Time from the worker's wake-up to the send of a relayed datagram (userspace relay), by direction.",
+            "Time from the worker's wake-up to the send of a relayed datagram (userspace relay), by direction",
             latency.clone(),
         );
         let direction = |direction| latency.get_or_create(&Direction { direction }).clone();
@@ -536,7 +536,33 @@ impl Metrics {
     }
 
     /// Worker `worker`'s active allocations by listener (every listener of its config).
+    /// Each listener's allocation counters exist from then on, at 0: a counter that
+    /// first appears above 0 loses its first increase to `rate()`.
     pub fn set_allocations(&self, worker: usize, by_listener: Vec<(String, u64)>) {
+        for (listener, _) in &by_listener {
+            let l = Listener {
+                listener: listener.clone(),
+            };
+            if self.allocations_created.get(&l).is_some() {
+                continue;
+            }
+            drop(self.allocations_created.get_or_create(&l));
+            drop(self.allocation_lifetime.get_or_create(&l));
+            for reason in AllocationEnd::ALL.map(AllocationEnd::as_str) {
+                let labels = ListenerReason {
+                    listener: listener.clone(),
+                    reason,
+                };
+                drop(self.allocations_ended.get_or_create(&labels));
+            }
+            for reason in AllocationRefusal::ALL.map(AllocationRefusal::as_str) {
+                let labels = ListenerReason {
+                    listener: listener.clone(),
+                    reason,
+                };
+                drop(self.allocations_refused.get_or_create(&labels));
+            }
+        }
         if let Some(Ok(mut slot)) = self.allocations_by_listener.get(worker).map(|m| m.lock()) {
             *slot = by_listener;
         }

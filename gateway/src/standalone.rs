@@ -21,6 +21,7 @@ use turnpike_dataplane::runtime::{Dataplane, apply_cds_event};
 use crate::cds::{AUTH_SERVICE_CN, CdsServer, CertificateAuthority, dataplane_cn};
 
 use crate::objects::ObjectKey;
+use crate::operator::metrics::OperatorMetrics;
 use crate::publish::{Publisher, Update};
 use crate::render::offload::OffloadReports;
 use crate::render::{RenderContext, Rendered, render};
@@ -266,12 +267,25 @@ pub fn render_dir(dir: &std::path::Path) -> Result<Rendered, String> {
     Ok(render(&objects, &ctx))
 }
 
+/// What the control plane's admin port serves: `/status` and the operator's metrics
+/// (`turnpike run` is its own leader; its write pass starts and updates the in-process
+/// dataplanes and the status).
+#[derive(Clone)]
+struct ControlPlaneAdmin {
+    report: Arc<Mutex<StatusReport>>,
+    metrics: Arc<OperatorMetrics>,
+}
+
 pub async fn run(opts: RunOptions) -> Result<(), RunError> {
-    let report = Arc::new(Mutex::new(StatusReport {
-        source: opts.dir.display().to_string(),
-        ..Default::default()
-    }));
-    serve_admin(opts.admin, report.clone()).await?;
+    let admin_state = ControlPlaneAdmin {
+        report: Arc::new(Mutex::new(StatusReport {
+            source: opts.dir.display().to_string(),
+            ..Default::default()
+        })),
+        metrics: Arc::new(OperatorMetrics::default()),
+    };
+    admin_state.metrics.leader.set(1);
+    serve_admin(opts.admin, admin_state.clone()).await?;
 
     let (tx, mut rx) = mpsc::channel::<()>(1);
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
@@ -321,7 +335,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     loop {
         reload(
             &opts,
-            &report,
+            &admin_state,
             &mut reports,
             &cds,
             &mut publisher,
@@ -356,13 +370,14 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
 
 async fn reload(
     opts: &RunOptions,
-    report: &Arc<Mutex<StatusReport>>,
+    admin: &ControlPlaneAdmin,
     reports: &mut tokio::sync::watch::Receiver<crate::cds::server::Reports>,
     cds: &CdsServer,
     publisher: &mut Publisher,
     dataplanes: &mut LocalDataplanes,
     rotation: &mut SecretRotation,
 ) {
+    let (report, metrics) = (&admin.report, &admin.metrics);
     let objects = match load_dir(&opts.dir) {
         Ok(o) => o,
         Err(errors) => {
@@ -392,11 +407,17 @@ async fn reload(
     ctx.previous_secrets = rotation.observe(&objects, &ctx, now_unix);
     ctx.serving_certificates = rotation.serving_certificates();
     ctx.offload_reports = offload_reports(&reports.borrow_and_update());
+    let started = std::time::Instant::now();
     let rendered = render(&objects, &ctx);
+    metrics.renders.inc();
+    metrics.render_duration.observe_duration(started.elapsed());
+    metrics.synced.set(1);
     rotation.rendered(&rendered);
     log_statuses(&rendered);
     let updates = publisher.update(&rendered.snapshots(), &rendered.held_names());
+    metrics.published_generations.inc_by(updates.len() as u64);
     cds.publish(&updates);
+    let started = std::time::Instant::now();
     dataplanes.reconcile(&updates).await;
     if let Ok(mut r) = report.lock() {
         r.errors.clear();
@@ -429,6 +450,8 @@ async fn reload(
             })
             .collect();
     }
+    metrics.write_passes.inc();
+    metrics.write_duration.observe_duration(started.elapsed());
 }
 
 /// The auth service in-process: it follows every Gateway over CDS like its own pod would.
@@ -463,9 +486,11 @@ async fn start_auth_service(
     Ok(())
 }
 
-async fn serve_admin(addr: SocketAddr, report: Arc<Mutex<StatusReport>>) -> Result<(), RunError> {
+async fn serve_admin(addr: SocketAddr, state: ControlPlaneAdmin) -> Result<(), RunError> {
     use axum::routing::get;
-    let app = admin::router(admin::always_ready(), None).route(
+    let report = state.report;
+    let metrics: Arc<dyn admin::Scrape> = state.metrics;
+    let app = admin::router(admin::always_ready(), Some(metrics)).route(
         "/status",
         get(move || {
             let r = report.lock().map(|r| r.clone()).unwrap_or_default();

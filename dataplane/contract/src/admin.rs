@@ -32,7 +32,8 @@ where
     M: prometheus_client::registry::Metric + Clone + Default,
 {
     let metric = M::default();
-    registry.register(name, help, metric.clone());
+    // The registry ends every help line with a period.
+    registry.register(name, help.trim_end_matches('.'), metric.clone());
     metric
 }
 

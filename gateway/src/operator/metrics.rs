@@ -39,7 +39,7 @@ impl Default for OperatorMetrics {
         };
         let histogram = |r: &mut Registry, name: &str, help: &str| -> Histogram {
             let h = Histogram::duration();
-            r.register(name, help, h.clone());
+            r.register(name, help.trim_end_matches('.'), h.clone());
             h
         };
         OperatorMetrics {
