@@ -161,13 +161,13 @@ impl Dataplane {
                 .map(|i| io::spawn(i, active.clone(), self.shared.clone()))
                 .collect::<std::io::Result<Vec<_>>>()?;
             self.status.applied.store(true, Relaxed);
-            tracing::info!(name = %cfg.name, generation = cfg.generation, workers = self.worker_count, "dataplane started");
+            tracing::info!(event = "config_applied", name = %cfg.name, generation = cfg.generation, workers = self.worker_count, "dataplane started");
         } else {
             for w in &self.workers {
                 w.send(Command::Apply(active.clone()));
             }
             self.metrics.config_reloads.inc();
-            tracing::info!(name = %cfg.name, generation = cfg.generation, "config applied");
+            tracing::info!(event = "config_applied", name = %cfg.name, generation = cfg.generation, "config applied");
         }
         self.current = Some(cfg);
         Ok(())
@@ -178,7 +178,7 @@ impl Dataplane {
         if let Ok(mut d) = self.status.detail.lock() {
             d.last_error = Some(err.to_string());
         }
-        tracing::error!(error = %err, "config refused; the previous config keeps running");
+        tracing::error!(event = "config_refused", error = %err, "config refused; the previous config keeps running");
     }
 
     /// Stops new allocations; existing ones keep relaying.
@@ -289,6 +289,16 @@ fn publish_status(status: &Status, cfg: &DataplaneConfig, active: &ActiveConfig,
                         .tls
                         .as_ref()
                         .and_then(|t| tls::certificate_info(t).ok())
+                        .inspect(|i| {
+                            tracing::info!(
+                                event = "certificate_loaded",
+                                listener = %l.name,
+                                serial = %i.serial,
+                                not_after = i.not_after_unix,
+                                dns_names = ?i.dns_names,
+                                "certificate loaded"
+                            );
+                        })
                         .map(|i| CertificateStatus {
                             serial: i.serial,
                             not_after: i.not_after_unix,

@@ -153,6 +153,11 @@ pub struct Run {
 }
 
 pub fn start_run(dir: &Path) -> Run {
+    start_run_with(dir, &[])
+}
+
+/// [`start_run`] with extra environment variables (e.g. `TURNPIKE_LOG_FORMAT=json`).
+pub fn start_run_with(dir: &Path, envs: &[(&str, &str)]) -> Run {
     let (admin, dp_admin, auth) = (free_tcp_port(), free_tcp_port(), free_tcp_port());
     let log = dir.parent().unwrap().join(format!("run-{admin}.log"));
     let f = std::fs::File::create(&log).unwrap();
@@ -166,6 +171,7 @@ pub fn start_run(dir: &Path) -> Run {
             .args(["--cds", "127.0.0.1:0", "--workers", "2"])
             .args(["--auth", &format!("127.0.0.1:{auth}")])
             .env("RUST_LOG", "info")
+            .envs(envs.iter().copied())
             .stdout(f.try_clone().unwrap())
             .stderr(f),
     );

@@ -13,8 +13,8 @@ use serde_json::Value;
 use turnpike_dataplane::client::TurnClient;
 use turnpike_tests::media::artifacts;
 use turnpike_tests::standalone::{
-    Run, SECRET, start_run, token, write_base_with, write_echo_route, write_other_route,
-    write_tls_secret,
+    Run, SECRET, start_run, start_run_with, token, write_base_with, write_echo_route,
+    write_other_route, write_tls_secret,
 };
 use turnpike_tests::{
     Proc, Uclient, echo_peer, free_tcp_port, free_udp_port, http_get, http_get_with, output_text,
@@ -187,6 +187,68 @@ fn prometheus_scrapes_turnpike_every_panel_has_data_and_alerts_fire() {
     // The dataplane goes away.
     run.proc.signal("KILL");
     prom.wait_firing("TurnpikeDataplaneDown", Duration::from_secs(120));
+}
+
+/// `--log-format json`: one JSON object per line, with the allocation lifecycle, config and
+/// certificate events under stable field names, and never a password or secret.
+#[test]
+fn json_logs_carry_the_allocation_lifecycle_without_credentials() {
+    let (turn, echo) = (free_udp_port(), free_udp_port());
+    let config = turnpike_tests::standalone::ConfigDir::new(turn, echo);
+    let run = start_run_with(&config.path, &[("TURNPIKE_LOG_FORMAT", "json")]);
+    let (user, pass) = rest_credentials(SECRET, "log-user", 600);
+    let server = std::net::SocketAddr::from(([127, 0, 0, 1], turn));
+    let mut c = TurnClient::new(server, &user, &pass).unwrap();
+    let relay = c.allocate().unwrap();
+    c.release().unwrap();
+
+    let event = |name: &str| -> Value {
+        let end = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = std::fs::read_to_string(&run.log).unwrap_or_default();
+            let found = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|v| v["fields"]["event"] == name);
+            if let Some(v) = found {
+                return v;
+            }
+            assert!(Instant::now() < end, "no {name} event in:\n{text}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let created = event("allocation_created");
+    let f = &created["fields"];
+    assert_eq!(f["listener"], "udp", "{created}");
+    assert_eq!(f["user"], user.as_str(), "{created}");
+    assert_eq!(f["relay"], relay.to_string(), "{created}");
+    assert_eq!(f["lifetime"], 600, "{created}");
+    assert!(
+        f["client"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("127.0.0.1:")),
+        "{created}"
+    );
+    assert_eq!(created["level"], "INFO", "{created}");
+    let deleted = event("allocation_deleted");
+    let f = &deleted["fields"];
+    assert_eq!(f["reason"], "deleted", "{deleted}");
+    assert_eq!(f["user"], user.as_str(), "{deleted}");
+    assert!(f["lived_seconds"].is_u64(), "{deleted}");
+    event("config_applied");
+
+    let text = std::fs::read_to_string(&run.log).unwrap_or_default();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            serde_json::from_str::<Value>(line).is_ok(),
+            "not one JSON object per line: {line}"
+        );
+    }
+    assert!(
+        !text.contains(SECRET),
+        "the REST secret leaked into the log"
+    );
+    assert!(!text.contains(&pass), "a password leaked into the log");
 }
 
 const DASHBOARD: &str = "manifests/helm/turnpike/files/grafana-dashboard.json";

@@ -166,6 +166,16 @@ impl<P: RelayPorts> Server<P> {
         self.by_client.insert(client, id);
         if let Some(l) = self.config.listeners.get(usize::from(client.listener)) {
             self.stats.allocation_created(&l.name);
+            // One line per allocation, with STUNner's lifecycle fields (never credentials).
+            tracing::info!(
+                event = "allocation_created",
+                listener = %l.name,
+                client = %client.addr,
+                relay = %relay_addr,
+                user = %auth.username,
+                lifetime,
+                "allocation created"
+            );
         }
         let granted = Granted {
             relay_addr,

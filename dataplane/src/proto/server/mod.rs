@@ -419,6 +419,16 @@ impl<P: RelayPorts> Server<P> {
         if let Some(l) = self.config.listeners.get(usize::from(a.client.listener)) {
             let lived = now.saturating_duration_since(a.created);
             self.stats.allocation_ended(&l.name, how, lived);
+            tracing::info!(
+                event = "allocation_deleted",
+                listener = %l.name,
+                client = %a.client.addr,
+                relay = %a.relay_addr,
+                user = %a.username,
+                reason = how.as_str(),
+                lived_seconds = lived.as_secs(),
+                "allocation deleted"
+            );
         }
         offload::remove_all(&a, &mut self.offload_events);
         if self.by_client.get(&a.client) == Some(&id) {
