@@ -278,6 +278,29 @@ fn crds_rbac_manifests_helm_and_examples_on_a_real_apiserver() {
         "helm template differs from manifests/"
     );
 
+    // manifests/observability/ passes a dry run against prometheus-operator's CRDs (the
+    // PrometheusRule's and PodMonitors' schemas), installed for real first.
+    let crds = Command::new(repo_root().join("tests/k8s/monitoring-crds.sh"))
+        .output()
+        .unwrap();
+    assert!(crds.status.success(), "{}", output_text(&crds));
+    let crds = std::path::PathBuf::from(String::from_utf8_lossy(&crds.stdout).trim());
+    for kind in ["podmonitors", "prometheusrules"] {
+        let file = crds.join(format!("monitoring.coreos.com_{kind}.yaml"));
+        c.kubectl(&["apply", "--server-side", "-f", file.to_str().unwrap()]);
+        c.kubectl(&[
+            "wait",
+            "--for=condition=established",
+            "--timeout=60s",
+            &format!("crd/{kind}.monitoring.coreos.com"),
+        ]);
+    }
+    let out = dry_run(&repo_root().join("manifests/observability"));
+    assert!(
+        out.contains("prometheusrule.monitoring.coreos.com/turnpike serverside-applied"),
+        "{out}"
+    );
+
     // With monitoring on, it renders manifests/observability/.
     let monitoring = helm_template_with(&[
         "--set",
