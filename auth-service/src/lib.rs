@@ -26,8 +26,10 @@ pub fn ephemeral_credential(secret: &str, userid: &str, expiry: u64) -> (String,
     (username, password)
 }
 
-/// Applies CDS events to the gateway table until the channel closes.
-pub async fn follow(gateways: Arc<http::Gateways>, mut events: mpsc::Receiver<CdsEvent>) {
+/// Applies CDS events to `state`'s gateway table (and its CDS link gauge) until the
+/// channel closes.
+pub async fn follow(state: http::AppState, mut events: mpsc::Receiver<CdsEvent>) {
+    let gateways = state.gateways;
     while let Some(ev) = events.recv().await {
         match ev {
             CdsEvent::Snapshot(s) => {
@@ -41,7 +43,12 @@ pub async fn follow(gateways: Arc<http::Gateways>, mut events: mpsc::Receiver<Cd
                 next.remove(&name);
                 gateways.store(Arc::new(next));
             }
-            CdsEvent::Connected | CdsEvent::Disconnected(_) => {}
+            CdsEvent::Connected => {
+                state.metrics.cds_connected.set(1);
+            }
+            CdsEvent::Disconnected(_) => {
+                state.metrics.cds_connected.set(0);
+            }
         }
     }
 }

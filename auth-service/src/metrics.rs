@@ -6,6 +6,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use turnpike_contract::admin::{self, Scrape};
@@ -25,6 +26,8 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Histogram,
     pub credentials_issued: Counter,
+    /// 1 while the CDS connection to the control plane is up.
+    pub cds_connected: Gauge,
 }
 
 impl Default for Metrics {
@@ -46,11 +49,17 @@ impl Default for Metrics {
             "turnpike_auth_credentials_issued",
             "TURN credentials handed out.",
         );
+        let cds_connected: Gauge = admin::register(
+            &mut registry,
+            "turnpike_cds_connected",
+            "1 while the CDS connection to the control plane is up.",
+        );
         Metrics {
             registry,
             requests,
             latency,
             credentials_issued,
+            cds_connected,
         }
     }
 }

@@ -376,7 +376,7 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(async move {
                 let events = turnpike_contract::cds::client::subscribe(opts)?;
                 let state = turnpike_auth::http::AppState::new();
-                tokio::spawn(turnpike_auth::follow(state.gateways.clone(), events));
+                tokio::spawn(turnpike_auth::follow(state.clone(), events));
                 turnpike_auth::serve_until(a.listen, state, terminated()?).await?;
                 anyhow::Ok(())
             })

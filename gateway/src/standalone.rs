@@ -473,7 +473,7 @@ async fn start_auth_service(
     })
     .map_err(|e| RunError::Cds(e.to_string()))?;
     let state = turnpike_auth::http::AppState::new();
-    tokio::spawn(turnpike_auth::follow(state.gateways.clone(), events));
+    tokio::spawn(turnpike_auth::follow(state.clone(), events));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| RunError::Admin { addr, source })?;

@@ -78,6 +78,7 @@ const DATAPLANE: &[&str] = &[
 ];
 
 const AUTH: &[&str] = &[
+    "turnpike_cds_connected",
     "turnpike_auth_credentials_issued_total",
     "turnpike_auth_request_seconds_bucket{le}",
     "turnpike_auth_request_seconds_count",
