@@ -176,8 +176,9 @@ def main():
     if args.stunnerd and Path(args.stunnerd).exists():
         servers.append(sv.stunner(args.stunnerd, p[5], p[6], peer, work, args.workers))
     if args.baseline:
-        base = sv.turnpike(args.baseline, p[7], p[8], peer, work, args.workers)
-        base.name, base.label = "baseline", "Turnpike (baseline)"
+        # A config file of its own: a dataplane reloads the file it was started with.
+        base = sv.turnpike(args.baseline, p[7], p[8], peer, work, args.workers,
+                           name="baseline", label="Turnpike (baseline)")
         servers.append(base)
     bench = Bench(args.binary, peer, work)
     results = {"machine": machine_facts(), "servers": {s.name: s.label for s in servers},
