@@ -320,6 +320,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let cds = CdsServer::start(opts.cds, &server_id).map_err(|e| RunError::Cds(e.to_string()))?;
     let cds_addr = cds.local_addr().map_err(|e| RunError::Cds(e.to_string()))?;
     tracing::info!(addr = %cds_addr, "CDS server listening (QUIC, mutual TLS, in-memory CA)");
+    admin_state.metrics.watch_cds(cds.reports());
     start_auth_service(opts.auth, cds_addr, &ca).await?;
     let mut publisher = Publisher::default();
     let mut dataplanes = LocalDataplanes {

@@ -1,11 +1,25 @@
 //! The operator's metrics (`/metrics` on its admin port): one field and one help line per
 //! metric, registered once, encoded as OpenMetrics on scrape.
 
+use std::sync::OnceLock;
+
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use turnpike_contract::admin::{self, Scrape};
 use turnpike_contract::histogram::Histogram;
+
+use tokio::sync::watch;
+
+use crate::cds::server::Reports;
+
+/// A `gateway` label (`namespace/name`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct GatewayLabel {
+    gateway: String,
+}
 
 #[derive(Debug)]
 pub struct OperatorMetrics {
@@ -27,6 +41,10 @@ pub struct OperatorMetrics {
     pub write_duration: Histogram,
     pub events: Counter,
     pub published_generations: Counter,
+    /// Dataplanes connected to this replica's CDS server, by Gateway (from its reports,
+    /// counted on scrape).
+    cds_dataplanes: Family<GatewayLabel, Gauge>,
+    cds_reports: OnceLock<watch::Receiver<Reports>>,
 }
 
 impl Default for OperatorMetrics {
@@ -103,6 +121,12 @@ impl Default for OperatorMetrics {
                 "turnpike_operator_cds_publishes",
                 "Snapshots and deletions published over CDS.",
             ),
+            cds_dataplanes: admin::register(
+                &mut r,
+                "turnpike_operator_cds_dataplanes",
+                "Dataplanes connected to this replica's CDS server, by Gateway.",
+            ),
+            cds_reports: OnceLock::new(),
             registry: r,
         }
     }
@@ -112,10 +136,27 @@ impl OperatorMetrics {
     pub fn is_synced(&self) -> bool {
         self.synced.get() == 1
     }
+
+    /// Counts the dataplanes connected to the CDS server whose reports `reports` follows.
+    pub fn watch_cds(&self, reports: watch::Receiver<Reports>) {
+        let _ = self.cds_reports.set(reports);
+    }
 }
 
 impl Scrape for OperatorMetrics {
     fn scrape(&self) -> String {
+        if let Some(reports) = self.cds_reports.get() {
+            // Gateways whose dataplanes all left leave the exposition too.
+            self.cds_dataplanes.clear();
+            for (gateway, connections) in reports.borrow().iter() {
+                let n = i64::try_from(connections.len()).unwrap_or(i64::MAX);
+                self.cds_dataplanes
+                    .get_or_create(&GatewayLabel {
+                        gateway: gateway.clone(),
+                    })
+                    .set(n);
+            }
+        }
         admin::encode(&self.registry)
     }
 }

@@ -181,6 +181,7 @@ pub async fn run(opts: OperatorOptions) -> Result<(), OperatorError> {
         .map_err(|e| OperatorError::Cds(format!("{}: {e}", opts.cds_listen)))?;
     tracing::info!(addr = %opts.cds_listen, "CDS server listening (QUIC, mutual TLS)");
 
+    metrics.watch_cds(cds.reports());
     let recorder = tokio::spawn(reports::run(client.clone(), cds.reports()));
 
     let (leader_tx, mut leader_rx) = watch::channel(false);
