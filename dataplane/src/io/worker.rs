@@ -370,9 +370,9 @@ impl Worker {
     }
 
     fn publish(&mut self) {
-        let stats = self.server.take_stats();
+        let mut stats = self.server.take_stats();
         let m = &self.shared.metrics;
-        m.add(&stats, self.server.counter_labels());
+        m.add(&mut stats, self.server.counter_labels());
         m.add_latency(&mut self.out.latency);
         if let Some(slot) = m.allocations.get(self.index) {
             slot.store(self.server.allocation_count() as u64, Relaxed);

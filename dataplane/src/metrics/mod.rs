@@ -4,7 +4,7 @@
 //! dashboards already use (a test scrapes and compares them).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -16,9 +16,14 @@ use turnpike_contract::histogram::Histogram;
 
 use crate::io::batch::RelayLatency;
 
-use crate::offload::{Kernel, KernelEvents};
 use crate::proto::{AllocationEnd, AllocationRefusal, AuthFailure, RelayCount, Stats};
 use crate::status::Status;
+
+mod offload;
+mod streams;
+
+pub use offload::OffloadMetrics;
+pub use streams::{CloseReason, StreamMetrics};
 
 /// A `reason` label.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -53,90 +58,6 @@ struct ListenerReason {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct Direction {
     direction: &'static str,
-}
-
-/// Kernel offload: what it holds and what it passed up to userspace, and why.
-pub struct OffloadMetrics {
-    /// Bindings the kernel relays, per worker (each worker writes only its own slot).
-    pub bindings: Vec<AtomicU64>,
-    bindings_gauge: Gauge,
-    active: Gauge,
-    pub refused: Counter,
-    passed: Family<Reason, Counter>,
-    kernel: OnceLock<Arc<Kernel>>,
-    /// The kernel's event counters when last scraped (they are absolute).
-    last_events: Mutex<KernelEvents>,
-}
-
-impl OffloadMetrics {
-    const PASSED: [&'static str; 5] = [
-        "expired",
-        "no_route",
-        "not_exact",
-        "adjust_failed",
-        "partial_checksum",
-    ];
-
-    fn new(r: &mut Registry, workers: usize) -> Self {
-        let passed: Family<Reason, Counter> = admin::register(
-            r,
-            "turnpike_offload_passed_packets",
-            "Packets of kernel bindings passed up to userspace, by reason.",
-        );
-        for reason in Self::PASSED {
-            reason_counter(&passed, reason);
-        }
-        OffloadMetrics {
-            bindings: (0..workers).map(|_| AtomicU64::new(0)).collect(),
-            bindings_gauge: admin::register(
-                r,
-                "turnpike_offload_bindings",
-                "Channel bindings the kernel relays (offload).",
-            ),
-            active: admin::register(
-                r,
-                "turnpike_offload_active",
-                "1 when the kernel relay (TC or XDP) is attached.",
-            ),
-            refused: admin::register(
-                r,
-                "turnpike_offload_refused",
-                "Channel bindings the kernel could not take (relayed in userspace).",
-            ),
-            passed,
-            kernel: OnceLock::new(),
-            last_events: Mutex::new(KernelEvents::default()),
-        }
-    }
-
-    /// The kernel relay is attached: its counters are read on every scrape.
-    pub fn attach(&self, kernel: Arc<Kernel>) {
-        self.active.set(1);
-        let _ = self.kernel.set(kernel);
-    }
-
-    fn scrape(&self) {
-        let total: u64 = self.bindings.iter().map(|b| b.load(Relaxed)).sum();
-        self.bindings_gauge
-            .set(i64::try_from(total).unwrap_or(i64::MAX));
-        let (Some(k), Ok(mut last)) = (self.kernel.get(), self.last_events.lock()) else {
-            return;
-        };
-        let now = k.events();
-        let counts = |e: &KernelEvents| {
-            [
-                e.expired,
-                e.no_route,
-                e.not_exact,
-                e.adjust_failed,
-                e.partial_checksum,
-            ]
-        };
-        for ((reason, new), old) in Self::PASSED.iter().zip(counts(&now)).zip(counts(&last)) {
-            reason_counter(&self.passed, reason).inc_by(new.saturating_sub(old));
-        }
-        *last = now;
-    }
 }
 
 pub struct Metrics {
@@ -179,77 +100,6 @@ pub struct Metrics {
     relayed_bytes: Family<RelayLabels, Counter>,
     latency_to_peer: Histogram,
     latency_to_client: Histogram,
-}
-
-/// Why a TCP/TLS client connection ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    /// The client closed it.
-    Client,
-    HandshakeTimeout,
-    IdleTimeout,
-    /// Bytes that cannot be STUN or ChannelData, or a frame over the size limit.
-    NotTurn,
-    TlsError,
-    IoError,
-    /// Its listener left the config.
-    ListenerRemoved,
-}
-
-impl CloseReason {
-    pub const ALL: [CloseReason; 7] = [
-        CloseReason::Client,
-        CloseReason::HandshakeTimeout,
-        CloseReason::IdleTimeout,
-        CloseReason::NotTurn,
-        CloseReason::TlsError,
-        CloseReason::IoError,
-        CloseReason::ListenerRemoved,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CloseReason::Client => "client",
-            CloseReason::HandshakeTimeout => "handshake_timeout",
-            CloseReason::IdleTimeout => "idle_timeout",
-            CloseReason::NotTurn => "not_turn",
-            CloseReason::TlsError => "tls_error",
-            CloseReason::IoError => "io_error",
-            CloseReason::ListenerRemoved => "listener_removed",
-        }
-    }
-}
-
-/// TCP/TLS connection counters, updated where connections open and close (never per
-/// packet, except the queue-full drop).
-#[derive(Default)]
-pub struct StreamMetrics {
-    pub active: Gauge,
-    pub accepted: Counter,
-    pub refused_max_connections: Counter,
-    pub refused_rate_limit: Counter,
-    closed: Family<Reason, Counter>,
-    /// Relayed packets dropped because a slow client's send queue was full.
-    pub dropped_queue_full: Counter,
-}
-
-impl StreamMetrics {
-    pub fn closed(&self, reason: CloseReason) {
-        self.closed
-            .get_or_create(&Reason {
-                reason: reason.as_str(),
-            })
-            .inc();
-        self.active.dec();
-    }
-
-    pub fn closed_count(&self, reason: CloseReason) -> u64 {
-        self.closed
-            .get_or_create(&Reason {
-                reason: reason.as_str(),
-            })
-            .get()
-    }
 }
 
 /// A counter of `family` for `reason`, created now so it shows as 0 before it counts.
@@ -480,8 +330,9 @@ impl Metrics {
         self.allocations.iter().map(|a| a.load(Relaxed)).sum()
     }
 
-    /// Adds a worker's counters; `labels[i]` names `stats.relay[i]`.
-    pub fn add(&self, stats: &Stats, labels: &[(String, String)]) {
+    /// Adds a worker's counters (its lifetime tallies are emptied into the histograms);
+    /// `labels[i]` names `stats.relay[i]`.
+    pub fn add(&self, stats: &mut Stats, labels: &[(String, String)]) {
         self.malformed.inc_by(stats.malformed);
         self.authenticated.inc_by(stats.authenticated);
         for (why, n) in AuthFailure::ALL.iter().zip(stats.auth_failures) {
@@ -498,7 +349,7 @@ impl Metrics {
         self.retransmits.inc_by(stats.retransmits);
         self.challenges_suppressed
             .inc_by(stats.challenges_suppressed);
-        for l in &stats.listeners {
+        for l in &mut stats.listeners {
             let listener = Listener {
                 listener: l.listener.clone(),
             };
@@ -527,10 +378,9 @@ impl Metrics {
                 &AllocationRefusal::ALL.map(AllocationRefusal::as_str),
                 &l.refused,
             );
-            let mut lifetimes = l.lifetimes.clone();
             self.allocation_lifetime
                 .get_or_create(&listener)
-                .add(&mut lifetimes);
+                .add(&mut l.lifetimes);
         }
         self.add_relayed(&stats.relay, labels, "userspace");
     }
